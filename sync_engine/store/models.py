@@ -1,0 +1,191 @@
+"""The state store: canonical records, bindings across systems, cursors, runs, dead letters, outbox,
+invoices and number sequences. One schema for SQLite and PostgreSQL, migrated by Alembic."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from sync_engine.store.types import ExactDecimal
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class CanonicalRecord(Base):
+    """A record in billsync's canonical model (customer, product, order...), keyed by canonical id."""
+
+    __tablename__ = "canonical_records"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    entity: Mapped[str] = mapped_column(String(40), index=True)
+    data: Mapped[dict[str, Any]]
+    payload_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Binding(Base):
+    """``(system, entity, external_id) <-> canonical id`` with the remote version and last payload hash."""
+
+    __tablename__ = "bindings"
+    __table_args__ = (
+        UniqueConstraint("system", "entity", "external_id", name="uq_binding_external"),
+        UniqueConstraint("system", "entity", "canonical_id", name="uq_binding_canonical"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    system: Mapped[str] = mapped_column(String(40))
+    entity: Mapped[str] = mapped_column(String(40))
+    external_id: Mapped[str] = mapped_column(String(255))
+    canonical_id: Mapped[str] = mapped_column(String(64), index=True)
+    remote_version: Mapped[str | None] = mapped_column(String(64))
+    payload_hash: Mapped[str | None] = mapped_column(String(64))
+    synced_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class StreamCursor(Base):
+    """Where an incremental stream stopped reading (e.g. the last SystemModstamp seen)."""
+
+    __tablename__ = "stream_cursors"
+
+    stream: Mapped[str] = mapped_column(String(120), primary_key=True)
+    value: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SyncRun(Base):
+    """One execution of a stream, a billing run or a push, with its counts and outcome."""
+
+    __tablename__ = "sync_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20))  # pull | bill | push
+    stream: Mapped[str] = mapped_column(String(120), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | ok | failed | partial
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None]
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class DeadLetter(Base):
+    """A record that could not be processed, with its payload and the reason; the run went on."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stream: Mapped[str] = mapped_column(String(120), index=True)
+    system: Mapped[str] = mapped_column(String(40))
+    entity: Mapped[str] = mapped_column(String(40))
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    payload: Mapped[dict[str, Any]]
+    error: Mapped[str] = mapped_column(Text)
+    error_type: Mapped[str] = mapped_column(String(60))
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id"))
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open | replayed | discarded
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OutboxItem(Base):
+    """A write owed to a destination, created in the same transaction as the change that causes it.
+
+    ``idempotency_key`` is deterministic (destination, entity, canonical id, action, version) so the
+    same change is never queued twice and the remote write can carry it (QBO requestid, bId).
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "destination", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    destination: Mapped[str] = mapped_column(String(40))
+    entity: Mapped[str] = mapped_column(String(40))
+    canonical_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(20), default="upsert")
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | sent | unknown | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[dt.datetime | None]
+
+
+class Invoice(Base):
+    """An invoice produced by the billing run; ``number`` is assigned at finalisation, never before."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (UniqueConstraint("series", "number", name="uq_invoice_number"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    series: Mapped[str] = mapped_column(String(40))
+    number: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), default="draft")  # draft | open | paid | void
+    currency: Mapped[str] = mapped_column(String(3))
+    period_start: Mapped[dt.date | None]
+    period_end: Mapped[dt.date | None]
+    issue_date: Mapped[dt.date]
+    due_date: Mapped[dt.date]
+    subtotal: Mapped[Decimal] = mapped_column(ExactDecimal())
+    tax_total: Mapped[Decimal] = mapped_column(ExactDecimal())
+    total: Mapped[Decimal] = mapped_column(ExactDecimal())
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finalized_at: Mapped[dt.datetime | None]
+
+    lines: Mapped[list[InvoiceLine]] = relationship(
+        back_populates="invoice", cascade="all, delete-orphan", order_by="InvoiceLine.position"
+    )
+
+
+class InvoiceLine(Base):
+    """One billed charge; ``source_key`` (order line, subscription period) is billed at most once."""
+
+    __tablename__ = "invoice_lines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    source_key: Mapped[str] = mapped_column(String(200), unique=True)
+    product_code: Mapped[str | None] = mapped_column(String(80))
+    description: Mapped[str] = mapped_column(Text)
+    quantity: Mapped[Decimal] = mapped_column(ExactDecimal())
+    unit_price: Mapped[Decimal] = mapped_column(ExactDecimal())
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal())
+    tax_amount: Mapped[Decimal] = mapped_column(ExactDecimal(), default=Decimal("0"))
+    period_start: Mapped[dt.date | None]
+    period_end: Mapped[dt.date | None]
+
+    invoice: Mapped[Invoice] = relationship(back_populates="lines")
+
+
+class NumberSequence(Base):
+    """The next number of a gapless series; incremented in the finalising transaction."""
+
+    __tablename__ = "number_sequences"
+
+    series: Mapped[str] = mapped_column(String(40), primary_key=True)
+    next_value: Mapped[int] = mapped_column(BigInteger, default=1)
+
+
+class OAuthToken(Base):
+    """The newest OAuth tokens of a connection; QBO rotates refresh tokens, so this row is the truth."""
+
+    __tablename__ = "oauth_tokens"
+
+    connection: Mapped[str] = mapped_column(String(80), primary_key=True)
+    access_token: Mapped[str | None] = mapped_column(Text)
+    refresh_token: Mapped[str] = mapped_column(Text)
+    access_expires_at: Mapped[dt.datetime | None]
+    refresh_expires_at: Mapped[dt.datetime | None]
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
