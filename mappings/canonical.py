@@ -1,0 +1,97 @@
+"""The canonical model: the hub every system maps to and from (never system to system).
+
+Inbound mappings produce these shapes; outbound mappings read them. Money is ``Decimal`` with an
+ISO 4217 code beside it; references to other records are canonical ids (found through bindings).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from billing.money import Currency
+
+CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+def _known_currency(code: str) -> str:
+    Currency.of(code)  # raises ValueError naming an unknown code
+    return code
+
+
+class CanonicalModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Address(CanonicalModel):
+    street: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    state: str | None = None
+    country: str | None = None
+
+
+class Customer(CanonicalModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    account_number: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    currency: CurrencyCode
+    billing_address: Address = Field(default_factory=Address)
+    payment_terms_days: int | None = Field(default=None, ge=0, le=365)
+    active: bool = True
+
+    _currency = field_validator("currency")(_known_currency)
+
+
+class Product(CanonicalModel):
+    code: Annotated[str, StringConstraints(min_length=1, max_length=80)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    description: str | None = None
+    active: bool = True
+
+
+class Price(CanonicalModel):
+    product_id: str
+    currency: CurrencyCode
+    unit_amount: Decimal
+    active: bool = True
+
+    _currency = field_validator("currency")(_known_currency)
+
+
+class Order(CanonicalModel):
+    customer_id: str
+    number: str | None = None
+    currency: CurrencyCode
+    effective_date: dt.date
+    end_date: dt.date | None = None
+    status: Literal["draft", "activated", "cancelled"]
+
+    _currency = field_validator("currency")(_known_currency)
+
+
+class OrderLine(CanonicalModel):
+    order_id: str
+    product_id: str
+    quantity: Decimal = Field(gt=0)
+    unit_price: Decimal | None = Field(default=None, ge=0)
+    description: str | None = None
+
+
+ENTITY_MODELS: dict[str, type[CanonicalModel]] = {
+    "customer": Customer,
+    "product": Product,
+    "price": Price,
+    "order": Order,
+    "order_line": OrderLine,
+}
+
+
+def validate_entity(entity: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``data`` as canonical ``entity``; return it as JSON-safe plain data (Decimals as str)."""
+    model = ENTITY_MODELS[entity].model_validate(data)
+    return model.model_dump(mode="json", exclude_none=True)

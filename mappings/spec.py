@@ -1,0 +1,445 @@
+"""Mapping specs: one YAML file per system x entity x direction, compiled into rules.
+
+A spec looks like this (the full language is documented in docs/mappings.md)::
+
+    billsync_mapping: 1
+    system: salesforce
+    object: Account
+    entity: customer
+    direction: inbound
+    key: Id
+    fields:
+      name: {from: Name, ops: [trim]}
+      currency: {from: CurrencyIsoCode, default: USD, ops: [upper]}
+      billing_address.city: BillingCity
+
+Compiling checks everything it can before any record is touched and reports every problem with
+its file, line and column, so an admin fixes a spec in one pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mappings.canonical import ENTITY_MODELS
+from mappings.transforms import CASTS, OPS
+from mappings.yaml_source import PathKey, SourceDoc, YamlSyntaxError, load_yaml, load_yaml_file
+
+SPEC_VERSION = 1
+SOURCES = ("from", "const", "template", "coalesce", "lookup", "each")
+MODIFIERS = ("ops", "map", "fallback", "cast", "format", "default", "required", "when", "fields")
+TOP_KEYS = (
+    "billsync_mapping",
+    "name",
+    "description",
+    "system",
+    "object",
+    "entity",
+    "direction",
+    "key",
+    "fields",
+)
+CONDITION_KEYS = ("field", "equals", "in", "exists", "not", "all", "any")
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    file: str
+    line: int | None
+    column: int | None
+    field: str
+    message: str
+    allowed: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line or '?'}:{self.column or '?'}"
+        tail = f" (allowed: {self.allowed})" if self.allowed else ""
+        return f"{where}: {self.field}: {self.message}{tail}"
+
+
+class SpecError(ValueError):
+    """Every problem found in one or more specs."""
+
+    def __init__(self, problems: list[SpecProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class Condition:
+    kind: str  # equals | in | exists | not | all | any
+    field: str | None = None
+    value: Any = None
+    children: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rule:
+    target: str
+    source: str  # one of SOURCES
+    arg: Any  # path / constant / template parts / list of paths / (entity, system, path) / sub-spec
+    ops: tuple[str, ...] = ()
+    value_map: Mapping[str, Any] | None = None
+    fallback: Any = None
+    has_fallback: bool = False
+    cast: str | None = None
+    fmt: str | None = None
+    default: Any = None
+    has_default: bool = False
+    required: bool = False
+    when: Condition | None = None
+    fields: tuple[Rule, ...] = ()
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    file: str
+    system: str
+    object: str
+    entity: str
+    direction: str
+    key: str | None
+    rules: tuple[Rule, ...]
+    name: str = ""
+    description: str = ""
+    source_fields: tuple[str, ...] = field(default=())
+
+
+def _closest(word: str, choices: Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {match[0]}?" if match else ""
+
+
+def template_fields(template: str) -> list[str] | None:
+    """Field names in ``"{FirstName} {LastName}"``; ``None`` if braces are unbalanced.
+    ``{{`` and ``}}`` are literal braces."""
+    names: list[str] = []
+    i = 0
+    while i < len(template):
+        ch = template[i]
+        if template.startswith("{{", i) or template.startswith("}}", i):
+            i += 2
+            continue
+        if ch == "}":
+            return None
+        if ch == "{":
+            end = template.find("}", i)
+            if end < 0:
+                return None
+            name = template[i + 1 : end].strip()
+            if not name or "{" in name:
+                return None
+            names.append(name)
+            i = end + 1
+            continue
+        i += 1
+    return names
+
+
+class _Compiler:
+    def __init__(self, doc: SourceDoc) -> None:
+        self.doc = doc
+        self.problems: list[SpecProblem] = []
+        self.sources: set[str] = set()
+
+    def problem(self, path: PathKey, fieldname: str, message: str, allowed: str | None = None) -> None:
+        line, column = self.doc.where(path)
+        self.problems.append(SpecProblem(self.doc.file, line, column, fieldname, message, allowed))
+
+    def use(self, path: str) -> None:
+        self.sources.add(path)
+
+    # -- top level -------------------------------------------------------------------------------
+    def compile(self) -> MappingSpec | None:
+        data = self.doc.data
+        if not isinstance(data, dict):
+            self.problem(
+                (), "(file)", "a mapping spec must be a YAML mapping with the keys below", ", ".join(TOP_KEYS)
+            )
+            return None
+        for key in data:
+            if key not in TOP_KEYS:
+                self.problem(
+                    (key,), str(key), f"unknown key{_closest(str(key), TOP_KEYS)}", ", ".join(TOP_KEYS)
+                )
+        version = data.get("billsync_mapping")
+        if version != SPEC_VERSION:
+            self.problem(
+                ("billsync_mapping",), "billsync_mapping", f"spec version {version!r} is not supported", "1"
+            )
+        direction = data.get("direction")
+        if direction not in ("inbound", "outbound"):
+            self.problem(
+                ("direction",), "direction", f"{direction!r} is not a direction", "inbound, outbound"
+            )
+        entity = data.get("entity")
+        if entity not in ENTITY_MODELS and entity != "invoice":
+            allowed = ", ".join([*ENTITY_MODELS, "invoice"])
+            self.problem(
+                ("entity",),
+                "entity",
+                f"unknown entity {entity!r}{_closest(str(entity), ENTITY_MODELS)}",
+                allowed,
+            )
+        for key in ("system", "object"):
+            if not isinstance(data.get(key), str) or not data.get(key):
+                self.problem((key,), key, "required text value is missing")
+        key_field = data.get("key")
+        if direction == "inbound":
+            if not isinstance(key_field, str):
+                self.problem(
+                    ("key",), "key", "inbound specs name the source field that holds the record's id"
+                )
+            else:
+                self.use(key_field)
+        fields = data.get("fields")
+        rules: tuple[Rule, ...] = ()
+        if not isinstance(fields, dict) or not fields:
+            self.problem(("fields",), "fields", "a non-empty mapping of target field -> rule is required")
+        else:
+            rules = self.rules(fields, ("fields",))
+            if direction == "inbound" and entity in ENTITY_MODELS:
+                self.check_targets(rules, str(entity))
+        if self.problems:
+            return None
+        return MappingSpec(
+            file=self.doc.file,
+            system=str(data["system"]),
+            object=str(data["object"]),
+            entity=str(entity),
+            direction=str(direction),
+            key=key_field if isinstance(key_field, str) else None,
+            rules=rules,
+            name=str(data.get("name", "")),
+            description=str(data.get("description", "")),
+            source_fields=tuple(sorted(self.sources)),
+        )
+
+    def check_targets(self, rules: tuple[Rule, ...], entity: str) -> None:
+        model = ENTITY_MODELS[entity]
+        known = set(model.model_fields)
+        for rule in rules:
+            top = rule.target.split(".")[0]
+            if top not in known:
+                self.problem(
+                    ("fields", rule.target),
+                    rule.target,
+                    f"{entity} has no field {top!r}{_closest(top, known)}",
+                    ", ".join(sorted(known)),
+                )
+        for name, info in model.model_fields.items():
+            if info.is_required() and not any(r.target.split(".")[0] == name for r in rules):
+                self.problem(("fields",), name, f"required {entity} field {name!r} is not mapped")
+
+    # -- rules -----------------------------------------------------------------------------------
+    def rules(self, fields: dict[str, Any], path: PathKey) -> tuple[Rule, ...]:
+        out = []
+        for target, body in fields.items():
+            rule = self.rule(str(target), body, (*path, str(target)))
+            if rule is not None:
+                out.append(rule)
+        return tuple(out)
+
+    def rule(self, target: str, body: Any, path: PathKey) -> Rule | None:
+        if isinstance(body, str):
+            self.use(body)
+            return Rule(target=target, source="from", arg=body)
+        if not isinstance(body, dict):
+            self.problem(
+                path, target, f"a rule is a source field name or a mapping, not {type(body).__name__}"
+            )
+            return None
+        for key in body:
+            if key not in SOURCES and key not in MODIFIERS:
+                allowed = ", ".join((*SOURCES, *MODIFIERS))
+                self.problem(
+                    (*path, key),
+                    target,
+                    f"unknown rule key {key!r}{_closest(str(key), allowed.split(', '))}",
+                    allowed,
+                )
+        present = [s for s in SOURCES if s in body]
+        if len(present) != 1:
+            message = (
+                "no value source" if not present else f"more than one value source ({', '.join(present)})"
+            )
+            self.problem(path, target, message + "; give exactly one", ", ".join(SOURCES))
+            return None
+        source = present[0]
+        arg = self.source_arg(source, body[source], (*path, source), target)
+        ops = body.get("ops", [])
+        if isinstance(ops, str):
+            ops = [ops]
+        for i, op in enumerate(ops if isinstance(ops, list) else [ops]):
+            if op not in OPS:
+                self.problem(
+                    (*path, "ops", i),
+                    target,
+                    f"unknown operation {op!r}{_closest(str(op), OPS)}",
+                    ", ".join(OPS),
+                )
+        cast = body.get("cast")
+        if cast is not None and cast not in CASTS:
+            self.problem(
+                (*path, "cast"),
+                target,
+                f"unknown cast {cast!r}{_closest(str(cast), CASTS)}",
+                ", ".join(CASTS),
+            )
+        value_map = body.get("map")
+        if value_map is not None and not isinstance(value_map, dict):
+            self.problem((*path, "map"), target, "map must be a mapping of source value -> target value")
+            value_map = None
+        required = body.get("required", False)
+        if not isinstance(required, bool):
+            self.problem((*path, "required"), target, f"required must be true or false, not {required!r}")
+        when = self.condition(body["when"], (*path, "when"), target) if "when" in body else None
+        sub_fields: tuple[Rule, ...] = ()
+        if source == "each":
+            sub = body.get("fields")
+            if not isinstance(sub, dict) or not sub:
+                self.problem((*path, "fields"), target, "each: needs fields: (the mapping of one item)")
+            else:
+                outer = self.sources
+                self.sources = set()
+                sub_fields = self.rules(sub, (*path, "fields"))
+                outer.update(f"{arg}.{name}" for name in self.sources)
+                self.sources = outer
+        elif "fields" in body:
+            self.problem((*path, "fields"), target, "fields: is only allowed together with each:")
+        fmt = body.get("format")
+        return Rule(
+            target=target,
+            source=source,
+            arg=arg,
+            ops=tuple(ops) if isinstance(ops, list) else (),
+            value_map={str(k): v for k, v in value_map.items()} if value_map else None,
+            fallback=body.get("fallback"),
+            has_fallback="fallback" in body,
+            cast=cast,
+            fmt=str(fmt) if fmt is not None else None,
+            default=body.get("default"),
+            has_default="default" in body,
+            required=bool(required),
+            when=when,
+            fields=sub_fields,
+        )
+
+    def source_arg(self, source: str, value: Any, path: PathKey, target: str) -> Any:
+        if source in ("from", "each"):
+            if not isinstance(value, str) or not value:
+                self.problem(path, target, f"{source}: takes a source field path such as BillingAddress.city")
+            else:
+                self.use(value)
+            return value
+        if source == "const":
+            return value
+        if source == "template":
+            names = template_fields(value) if isinstance(value, str) else None
+            if names is None:
+                self.problem(
+                    path,
+                    target,
+                    'template must be text with {Field} placeholders, e.g. "{FirstName} {LastName}"',
+                )
+                return ""
+            for name in names:
+                self.use(name)
+            return value
+        if source == "coalesce":
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+                self.problem(path, target, "coalesce takes a list of source field paths")
+                return []
+            for name in value:
+                self.use(name)
+            return tuple(value)
+        # lookup
+        if not isinstance(value, dict) or "entity" not in value or "from" not in value:
+            self.problem(
+                path,
+                target,
+                "lookup needs entity: and from: (and optionally system:)",
+                "entity, from, system",
+            )
+            return ("", None, "")
+        for key in value:
+            if key not in ("entity", "from", "system"):
+                self.problem((*path, key), target, f"unknown lookup key {key!r}", "entity, from, system")
+        self.use(str(value["from"]))
+        return (str(value["entity"]), value.get("system"), str(value["from"]))
+
+    def condition(self, value: Any, path: PathKey, target: str) -> Condition | None:
+        if not isinstance(value, dict):
+            self.problem(path, target, "when: takes a mapping such as {field: Status, equals: Activated}")
+            return None
+        unknown = [k for k in value if k not in CONDITION_KEYS]
+        for key in unknown:
+            self.problem((*path, key), target, f"unknown condition key {key!r}", ", ".join(CONDITION_KEYS))
+        if "not" in value:
+            child = self.condition(value["not"], (*path, "not"), target)
+            return Condition("not", children=(child,)) if child else None
+        for group in ("all", "any"):
+            if group in value:
+                items = value[group]
+                if not isinstance(items, list):
+                    self.problem((*path, group), target, f"{group}: takes a list of conditions")
+                    return None
+                children = [self.condition(c, (*path, group, i), target) for i, c in enumerate(items)]
+                return Condition(group, children=tuple(c for c in children if c))
+        fieldname = value.get("field")
+        if not isinstance(fieldname, str):
+            self.problem(path, target, "a condition names its field: ")
+            return None
+        self.use(fieldname)
+        tests = [k for k in ("equals", "in", "exists") if k in value]
+        if len(tests) != 1:
+            self.problem(path, target, "a condition has exactly one test", "equals, in, exists")
+            return None
+        test = tests[0]
+        arg = value[test]
+        if test == "in" and not isinstance(arg, list):
+            self.problem((*path, "in"), target, "in: takes a list of values")
+            return None
+        return Condition(test, field=fieldname, value=arg)
+
+
+def compile_spec(doc: SourceDoc) -> MappingSpec:
+    compiler = _Compiler(doc)
+    spec = compiler.compile()
+    if spec is None:
+        raise SpecError(compiler.problems)
+    return spec
+
+
+def load_spec(path: Path) -> MappingSpec:
+    try:
+        doc = load_yaml_file(path)
+    except YamlSyntaxError as exc:
+        raise SpecError([SpecProblem(exc.file, exc.line, exc.column, "(syntax)", exc.message)]) from None
+    except OSError as exc:
+        raise SpecError(
+            [SpecProblem(str(path), None, None, "(file)", f"cannot read the spec: {exc.strerror}")]
+        ) from None
+    return compile_spec(doc)
+
+
+def load_spec_text(text: str, file: str = "<string>") -> MappingSpec:
+    try:
+        return compile_spec(load_yaml(text, file))
+    except YamlSyntaxError as exc:
+        raise SpecError([SpecProblem(exc.file, exc.line, exc.column, "(syntax)", exc.message)]) from None
+
+
+BUILTIN_DIR = Path(__file__).parent / "specs"
+
+
+def resolve_spec_path(ref: str, base_dir: Path) -> Path:
+    """``builtin:salesforce/account.in`` -> the shipped spec; anything else is relative to ``base_dir``."""
+    if ref.startswith("builtin:"):
+        return BUILTIN_DIR / f"{ref.removeprefix('builtin:')}.yaml"
+    path = Path(ref)
+    return path if path.is_absolute() else base_dir / path

@@ -1,0 +1,148 @@
+"""The closed set of named value operations a mapping may use. Nothing else can run: no eval, no
+template engine, no format strings; a name not in these tables is a spec error."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+
+class TransformError(ValueError):
+    """A value could not be transformed; the message says what was found and what was expected."""
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        raise TransformError(f"float {value!r} refused: money and quantities must be exact decimals")
+    return str(value)
+
+
+def _trim(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _empty_to_null(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+OPS: dict[str, Callable[[Any], Any]] = {
+    "trim": _trim,
+    "upper": _upper,
+    "lower": _lower,
+    "empty_to_null": _empty_to_null,
+}
+
+
+def cast_string(value: Any, fmt: str | None) -> str:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.strftime(fmt) if fmt else value.isoformat()
+    return _text(value)
+
+
+def cast_integer(value: Any, fmt: str | None) -> int:
+    if isinstance(value, bool):
+        raise TransformError(f"expected an integer, got boolean {value!r}")
+    if isinstance(value, int):
+        return value
+    try:
+        number = Decimal(_text(value).strip())
+    except InvalidOperation:
+        raise TransformError(f"expected an integer, got {value!r}") from None
+    if number != number.to_integral_value():
+        raise TransformError(f"expected an integer, got {value!r} (has a fraction)")
+    return int(number)
+
+
+def cast_decimal(value: Any, fmt: str | None) -> Decimal:
+    """Exact decimal. JSON numbers from vendor APIs arrive as ``float`` through ``json.loads``;
+    ``repr`` of a float is the shortest round-tripping text, so ``Decimal(repr(x))`` is the value
+    the vendor sent (``19.99`` stays ``19.99``)."""
+    if isinstance(value, bool):
+        raise TransformError(f"expected a decimal number, got boolean {value!r}")
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int):
+        return Decimal(value)
+    text = repr(value) if isinstance(value, float) else str(value).strip()
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        raise TransformError(f"expected a decimal number, got {value!r}") from None
+    if not number.is_finite():
+        raise TransformError(f"expected a finite decimal number, got {value!r}")
+    return number
+
+
+_TRUE = {"true", "yes", "1", "y", "on"}
+_FALSE = {"false", "no", "0", "n", "off"}
+
+
+def cast_boolean(value: Any, fmt: str | None) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _text(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise TransformError(f"expected a boolean (true/false, yes/no, 1/0), got {value!r}")
+
+
+def cast_date(value: Any, fmt: str | None) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    text = _text(value).strip()
+    try:
+        if fmt:
+            return dt.datetime.strptime(text, fmt).date()
+        return dt.date.fromisoformat(text[:10])
+    except ValueError:
+        raise TransformError(
+            f"expected a date{' as ' + fmt if fmt else ' (YYYY-MM-DD)'}, got {value!r}"
+        ) from None
+
+
+def cast_datetime(value: Any, fmt: str | None) -> dt.datetime:
+    """Timezone-aware datetime; Salesforce's ``+0000`` offsets and a trailing ``Z`` are accepted."""
+    if isinstance(value, dt.datetime):
+        parsed = value
+    else:
+        text = _text(value).strip()
+        try:
+            if fmt:
+                parsed = dt.datetime.strptime(text, fmt)
+            else:
+                if text.endswith("Z"):
+                    text = text[:-1] + "+00:00"
+                elif len(text) > 5 and text[-5] in "+-" and text[-4:].isdigit():
+                    text = text[:-2] + ":" + text[-2:]
+                parsed = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise TransformError(
+                f"expected a date-time{' as ' + fmt if fmt else ' (ISO 8601)'}, got {value!r}"
+            ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+CASTS: dict[str, Callable[[Any, str | None], Any]] = {
+    "string": cast_string,
+    "integer": cast_integer,
+    "decimal": cast_decimal,
+    "boolean": cast_boolean,
+    "date": cast_date,
+    "datetime": cast_datetime,
+}

@@ -1,0 +1,133 @@
+"""Bindings: ``(system, entity, external id) <-> canonical id``, read in bulk and cached per run.
+
+The pipeline asks for a page of ids at once (one query per page, not per record) and the mapping
+engine resolves cross-references (an order's AccountId, an invoice's customer) through
+:class:`BindingLookups`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from sync_engine.store.models import Binding
+
+ID_PREFIX = {"customer": "cus", "product": "prd", "price": "prc", "order": "ord", "order_line": "orl"}
+
+
+def canonical_id_for(system: str, entity: str, external_id: str) -> str:
+    """Deterministic canonical id: re-pulling a record after a crash finds the same id."""
+    digest = hashlib.sha256(f"{system}\x1f{entity}\x1f{external_id}".encode()).hexdigest()[:24]
+    return f"{ID_PREFIX.get(entity, entity[:3])}_{digest}"
+
+
+def payload_hash(payload: Any) -> str:
+    """Stable hash of a JSON-like payload (key order and Decimal/str spelling do not matter)."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def bindings_by_external(
+    session: Session, system: str, entity: str, external_ids: Collection[str]
+) -> dict[str, Binding]:
+    if not external_ids:
+        return {}
+    rows = session.scalars(
+        select(Binding).where(
+            Binding.system == system, Binding.entity == entity, Binding.external_id.in_(list(external_ids))
+        )
+    )
+    return {b.external_id: b for b in rows}
+
+
+def bindings_by_canonical(
+    session: Session, system: str, entity: str, canonical_ids: Collection[str]
+) -> dict[str, Binding]:
+    if not canonical_ids:
+        return {}
+    rows = session.scalars(
+        select(Binding).where(
+            Binding.system == system, Binding.entity == entity, Binding.canonical_id.in_(list(canonical_ids))
+        )
+    )
+    return {b.canonical_id: b for b in rows}
+
+
+def bind(
+    session: Session,
+    *,
+    system: str,
+    entity: str,
+    external_id: str,
+    canonical_id: str,
+    remote_version: str | None = None,
+    hash_: str | None = None,
+    existing: Binding | None = None,
+) -> Binding:
+    """Create or update the binding of ``canonical_id`` in ``system``."""
+    binding = existing
+    if binding is None:
+        binding = session.scalars(
+            select(Binding).where(
+                Binding.system == system, Binding.entity == entity, Binding.canonical_id == canonical_id
+            )
+        ).first()
+    if binding is None:
+        binding = Binding(system=system, entity=entity, canonical_id=canonical_id, external_id=external_id)
+        session.add(binding)
+    binding.external_id = external_id
+    binding.remote_version = remote_version
+    binding.payload_hash = hash_
+    return binding
+
+
+class BindingLookups:
+    """The mapping engine's :class:`~mappings.engine.Lookups`, backed by the bindings table.
+
+    ``aliases`` maps a spec's ``system`` (e.g. ``quickbooks``) to the connection whose bindings
+    hold the ids (e.g. ``books``), so one spec serves every connection of that kind.
+    """
+
+    def __init__(self, session: Session, aliases: dict[str, str] | None = None) -> None:
+        self.session = session
+        self.aliases = aliases or {}
+        self._cache: dict[tuple[str, str, str, bool], str] = {}
+
+    def prime(self, system: str, entity: str, values: Collection[str], *, inbound: bool) -> None:
+        """Load many bindings in one query before mapping a page of records."""
+        system = self.aliases.get(system, system)
+        found = (
+            bindings_by_external(self.session, system, entity, values)
+            if inbound
+            else bindings_by_canonical(self.session, system, entity, values)
+        )
+        for key, binding in found.items():
+            self._cache[(system, entity, key, inbound)] = (
+                binding.canonical_id if inbound else binding.external_id
+            )
+
+    def resolve(self, *, system: str, entity: str, value: str, inbound: bool) -> str | None:
+        system = self.aliases.get(system, system)
+        key = (system, entity, value, inbound)
+        if key in self._cache:
+            return self._cache[key]
+        found = (
+            bindings_by_external(self.session, system, entity, [value])
+            if inbound
+            else bindings_by_canonical(self.session, system, entity, [value])
+        ).get(value)
+        if found is None:
+            return None  # not cached: the binding may appear later in this run
+        result = found.canonical_id if inbound else found.external_id
+        self._cache[key] = result
+        return result
+
+    def remember(self, system: str, entity: str, external_id: str, canonical_id: str) -> None:
+        system = self.aliases.get(system, system)
+        self._cache[(system, entity, external_id, True)] = canonical_id
+        self._cache[(system, entity, canonical_id, False)] = external_id

@@ -1,0 +1,65 @@
+"""The dead-letter store: a record that cannot be processed is kept with its payload and reason,
+and the run goes on. The same failure seen again bumps ``attempts`` instead of adding a row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from sync_engine.store.models import DeadLetter
+
+
+def record_dead_letter(
+    session: Session,
+    *,
+    stream: str,
+    system: str,
+    entity: str,
+    external_id: str | None,
+    payload: dict[str, Any],
+    error: str,
+    error_type: str,
+    run_id: int | None = None,
+) -> DeadLetter:
+    existing = session.scalars(
+        select(DeadLetter).where(
+            DeadLetter.stream == stream,
+            DeadLetter.entity == entity,
+            DeadLetter.external_id == external_id,
+            DeadLetter.status == "open",
+        )
+    ).first()
+    if existing is not None:
+        existing.attempts += 1
+        existing.error, existing.error_type, existing.payload = error, error_type, payload
+        existing.run_id = run_id
+        return existing
+    letter = DeadLetter(
+        stream=stream,
+        system=system,
+        entity=entity,
+        external_id=external_id,
+        payload=payload,
+        error=error,
+        error_type=error_type,
+        run_id=run_id,
+    )
+    session.add(letter)
+    return letter
+
+
+def resolve_dead_letters(session: Session, *, stream: str, entity: str, external_ids: list[str]) -> None:
+    """A record that now goes through closes its open dead letters (status ``resolved``)."""
+    if external_ids:
+        session.execute(
+            update(DeadLetter)
+            .where(
+                DeadLetter.stream == stream,
+                DeadLetter.entity == entity,
+                DeadLetter.external_id.in_(external_ids),
+                DeadLetter.status == "open",
+            )
+            .values(status="resolved")
+        )

@@ -1,0 +1,239 @@
+"""Inbound: read a CRM stream since its cursor, map each record to the canonical model, and store
+entity, binding and cursor in one transaction per page. A bad record is dead-lettered; the page and
+the run go on. An unchanged payload (same hash as last time) is skipped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from mappings.canonical import validate_entity
+from mappings.engine import Mapper, MappingError, get_path
+from mappings.transforms import cast_datetime
+from sync_engine.bindings import BindingLookups, bind, bindings_by_external, canonical_id_for, payload_hash
+from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
+from sync_engine.outbox import enqueue
+from sync_engine.runtime import Runtime
+from sync_engine.settings import StreamSettings
+from sync_engine.store.models import CanonicalRecord, StreamCursor, SyncRun, utcnow
+
+CURSOR_FIELD = "SystemModstamp"
+
+
+@dataclass
+class PullResult:
+    stream: str
+    read: int = 0
+    written: int = 0
+    unchanged: int = 0
+    dead_lettered: int = 0
+    pages: int = 0
+    cursor: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def describe_validation(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(record)'}: {e['msg']}" for e in exc.errors())
+
+
+def destinations_for(runtime: Runtime, entity: str) -> list[str]:
+    return [d.name for d in runtime.settings.destinations if entity in d.mappings]
+
+
+def pull_stream(
+    runtime: Runtime, stream: StreamSettings, progress: Callable[[int], None] | None = None
+) -> PullResult:
+    spec = runtime.spec(stream.mapping)
+    connector = runtime.salesforce(stream.connection)
+    system = stream.connection
+    result = PullResult(stream=stream.name)
+    fields = sorted({*spec.source_fields, spec.key or "Id", CURSOR_FIELD})
+    outbound_to = destinations_for(runtime, stream.entity)
+
+    with runtime.transaction() as session:
+        cursor_row = session.get(StreamCursor, stream.name)
+        cursor = cursor_row.value if cursor_row else None
+        run = SyncRun(kind="pull", stream=stream.name)
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    since = cast_datetime(cursor, None) if cursor else None
+
+    status, error = "ok", None
+    try:
+        for page in connector.pull_pages(spec.object, fields, since):
+            result.pages += 1
+            with runtime.transaction() as session:
+                lookups = BindingLookups(session, {spec.system: system})
+                mapper = Mapper(spec, lookups)
+                _store_page(
+                    session, runtime, stream, mapper, lookups, page, system, outbound_to, run_id, result
+                )
+                newest = max((str(r.get(CURSOR_FIELD)) for r in page if r.get(CURSOR_FIELD)), default=None)
+                if newest is not None:
+                    row = session.get(StreamCursor, stream.name)
+                    if row is None:
+                        session.add(StreamCursor(stream=stream.name, value=newest))
+                    elif row.value is None or cast_datetime(newest, None) > cast_datetime(row.value, None):
+                        row.value = newest
+                    result.cursor = newest
+            if progress:
+                progress(len(page))
+    except Exception as exc:
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        with runtime.transaction() as session:
+            run_row = session.get(SyncRun, run_id)
+            assert run_row is not None
+            run_row.status = "partial" if status == "ok" and result.dead_lettered else status
+            run_row.error = error
+            run_row.finished_at = utcnow()
+            run_row.counts = {
+                "read": result.read,
+                "written": result.written,
+                "unchanged": result.unchanged,
+                "dead_lettered": result.dead_lettered,
+                "pages": result.pages,
+            }
+    return result
+
+
+def _store_page(
+    session: Any,
+    runtime: Runtime,
+    stream: StreamSettings,
+    mapper: Mapper,
+    lookups: BindingLookups,
+    page: list[dict[str, Any]],
+    system: str,
+    outbound_to: list[str],
+    run_id: int,
+    result: PullResult,
+) -> None:
+    spec = mapper.spec
+    entity = stream.entity
+    keyed: list[tuple[str | None, dict[str, Any]]] = []
+    for raw in page:
+        value = get_path(raw, spec.key or "Id")
+        keyed.append((str(value) if value not in (None, "") else None, raw))
+    existing = bindings_by_external(session, system, entity, [k for k, _ in keyed if k])
+    for rule in spec.rules:  # prime cross-reference lookups: one query per referenced entity
+        if rule.source == "lookup":
+            ref_entity, _, path = rule.arg
+            values = {str(v) for _, raw in keyed if (v := get_path(raw, path)) not in (None, "")}
+            lookups.prime(system, ref_entity, values, inbound=True)
+
+    resolved: list[str] = []
+    for external_id, raw in keyed:
+        result.read += 1
+        clean = {k: v for k, v in raw.items() if k != "attributes"}
+        if external_id is None:
+            _dead(
+                session,
+                stream,
+                system,
+                entity,
+                None,
+                clean,
+                f"the record has no {spec.key}",
+                "MappingError",
+                run_id,
+                result,
+            )
+            continue
+        raw_hash = payload_hash(clean)
+        binding = existing.get(external_id)
+        if binding is not None and binding.payload_hash == raw_hash:
+            result.unchanged += 1
+            continue
+        try:
+            data = validate_entity(entity, mapper.map(clean))
+        except MappingError as exc:
+            _dead(
+                session, stream, system, entity, external_id, clean, str(exc), "MappingError", run_id, result
+            )
+            continue
+        except ValidationError as exc:
+            _dead(
+                session,
+                stream,
+                system,
+                entity,
+                external_id,
+                clean,
+                describe_validation(exc),
+                "ValidationError",
+                run_id,
+                result,
+            )
+            continue
+        canonical_id = binding.canonical_id if binding else canonical_id_for(system, entity, external_id)
+        data_hash = payload_hash(data)
+        record = session.get(CanonicalRecord, canonical_id)
+        changed = record is None or record.payload_hash != data_hash
+        if record is None:
+            session.add(CanonicalRecord(id=canonical_id, entity=entity, data=data, payload_hash=data_hash))
+        elif changed:
+            record.data, record.payload_hash = data, data_hash
+        version = raw.get(CURSOR_FIELD)
+        existing[external_id] = bind(
+            session,
+            system=system,
+            entity=entity,
+            external_id=external_id,
+            canonical_id=canonical_id,
+            remote_version=str(version) if version else None,
+            hash_=raw_hash,
+            existing=binding,
+        )
+        lookups.remember(system, entity, external_id, canonical_id)
+        if changed:
+            for destination in outbound_to:
+                enqueue(
+                    session,
+                    destination=destination,
+                    entity=entity,
+                    canonical_id=canonical_id,
+                    action="upsert",
+                    version=data_hash[:16],
+                )
+        result.written += 1
+        resolved.append(external_id)
+    resolve_dead_letters(session, stream=stream.name, entity=entity, external_ids=resolved)
+    session.flush()
+
+
+def _dead(
+    session: Any,
+    stream: StreamSettings,
+    system: str,
+    entity: str,
+    external_id: str | None,
+    payload: dict[str, Any],
+    error: str,
+    error_type: str,
+    run_id: int,
+    result: PullResult,
+) -> None:
+    record_dead_letter(
+        session,
+        stream=stream.name,
+        system=system,
+        entity=entity,
+        external_id=external_id,
+        payload=payload,
+        error=error,
+        error_type=error_type,
+        run_id=run_id,
+    )
+    result.dead_lettered += 1
+
+
+def stream_cursor(runtime: Runtime, stream: str) -> str | None:
+    with runtime.sessions() as session:
+        return session.scalars(select(StreamCursor.value).where(StreamCursor.stream == stream)).first()

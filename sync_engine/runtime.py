@@ -1,0 +1,72 @@
+"""The composition root of one process: settings, database, compiled specs and connectors.
+
+Everything that is expensive to build (engine, zeep/requests clients, compiled specs) is built
+once here and handed to the pipeline steps, which stay plain functions of ``(runtime, ...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from connectors.quickbooks.client import QuickBooksConnector
+from connectors.salesforce.client import SalesforceConnector
+from sqlalchemy.orm import Session
+
+from billing.catalog import Catalog
+from connectors.quickbooks.settings import QuickBooksSettings
+from connectors.salesforce.settings import SalesforceSettings
+from mappings.spec import MappingSpec, load_spec, resolve_spec_path
+from sync_engine.settings import Settings
+from sync_engine.store.db import make_engine, session_factory
+from sync_engine.store.tokens import DbTokenStore
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database_url)
+        self.sessions = session_factory(self.engine)
+        self._specs: dict[str, MappingSpec] = {}
+        self._connectors: dict[str, Any] = {}
+        self._catalog: Catalog | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work: committed when the block ends, rolled back on any exception."""
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def spec(self, ref: str) -> MappingSpec:
+        if ref not in self._specs:
+            self._specs[ref] = load_spec(resolve_spec_path(ref, self.settings.base_dir))
+        return self._specs[ref]
+
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            path = self.settings.catalog
+            path = path if path.is_absolute() else self.settings.base_dir / path
+            self._catalog = Catalog.from_dict(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+        return self._catalog
+
+    def salesforce(self, name: str) -> SalesforceConnector:
+        if name not in self._connectors:
+            settings = self.settings.connections[name]
+            assert isinstance(settings, SalesforceSettings), f"connection {name} is not Salesforce"
+            self._connectors[name] = SalesforceConnector(settings)
+        connector: SalesforceConnector = self._connectors[name]
+        return connector
+
+    def quickbooks(self, name: str) -> QuickBooksConnector:
+        if name not in self._connectors:
+            settings = self.settings.connections[name]
+            assert isinstance(settings, QuickBooksSettings), f"connection {name} is not QuickBooks Online"
+            self._connectors[name] = QuickBooksConnector(settings, DbTokenStore(self.sessions, name))
+        connector: QuickBooksConnector = self._connectors[name]
+        return connector
+
+    def close(self) -> None:
+        self.engine.dispose()
