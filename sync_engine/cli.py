@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="billsync: billing-aware CRM -> invoices -> ERP/accounting sync.", no_args_is_help=True)
+app = typer.Typer(
+    help="billsync: billing-aware CRM -> invoices -> ERP/accounting sync.", no_args_is_help=True
+)
 config_app = typer.Typer(help="Check billsync.yaml.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the state store.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -41,3 +43,130 @@ def _settings(config: Path):  # type: ignore[no-untyped-def]
 
 def main() -> None:
     app()
+
+
+@app.command()
+def demo(
+    workdir: Path | None = typer.Option(
+        None, "--workdir", help="reuse this directory (a second run must push nothing new)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
+    accounts: int = typer.Option(240, min=1, help="accounts in the seeded company"),
+    orders: int = typer.Option(520, min=1, help="orders in the seeded company"),
+) -> None:
+    """Run pull -> bill -> push against local Salesforce and QuickBooks sandboxes and summarise."""
+    import json
+
+    from rich.console import Console
+
+    from sync_engine.demo import run_demo
+    from sync_engine.progress import RichProgress
+
+    if as_json:
+        summary = run_demo(workdir=workdir, accounts=accounts, orders=orders)
+        typer.echo(json.dumps(summary, indent=None, sort_keys=False))
+        return
+    console = Console()
+    with RichProgress(console) as progress:
+        summary = run_demo(workdir=workdir, accounts=accounts, orders=orders, progress=progress)
+    _print_summary(console, summary)
+
+
+def _print_summary(console, summary: dict) -> None:  # type: ignore[no-untyped-def, type-arg]
+    from rich.table import Table
+
+    table = Table(title="billsync demo", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    console.print(table)
+    ok = summary["duplicate_invoices_in_quickbooks"] == 0 and (
+        summary["reused_workdir"] or summary["invoices_in_quickbooks"] == summary["invoices_created"] > 0
+    )
+    console.print(
+        "[green]every invoice reached QuickBooks exactly once[/green]" if ok else "[red]mismatch[/red]"
+    )
+    console.print(f"re-run with: billsync demo --workdir {summary['workdir']}")
+
+
+@app.command()
+def sync(
+    config: Path = ConfigOption,
+    as_of: str | None = typer.Option(None, help="billing date YYYY-MM-DD (default: today, UTC)"),
+    step: list[str] = typer.Option(["pull", "bill", "push"], help="steps to run: pull, bill, push"),
+) -> None:
+    """Run one cycle now: pull every stream, run billing, push to every destination."""
+    import datetime as dt
+
+    from rich.console import Console
+
+    from sync_engine.cycle import run_cycle
+    from sync_engine.logging import configure_logging
+    from sync_engine.progress import RichProgress
+    from sync_engine.runtime import Runtime
+    from sync_engine.store.db import upgrade_database
+
+    settings = _settings(config)
+    configure_logging(
+        format=settings.logging.format, level=settings.logging.level, secrets=settings.secret_values()
+    )
+    day = dt.date.fromisoformat(as_of) if as_of else dt.datetime.now(dt.UTC).date()
+    upgrade_database(settings.database_url)
+    runtime = Runtime(settings)
+    console = Console()
+    try:
+        with RichProgress(console) as progress:
+            result = run_cycle(runtime, as_of=day, progress=progress, steps=tuple(step))
+    finally:
+        runtime.close()
+    for pull in result.pulls:
+        console.print(
+            f"pull {pull.stream}: read {pull.read}, written {pull.written}, unchanged {pull.unchanged}, "
+            f"dead letters {pull.dead_lettered}"
+        )
+    if result.bill:
+        console.print(f"bill: {result.bill.invoices_created} invoices, {result.bill.problems} problems")
+    for push in result.pushes:
+        console.print(
+            f"push {push.destination}: sent {push.sent}, adopted {push.adopted}, deferred {push.deferred}, "
+            f"dead letters {push.dead_lettered}, retry later {push.retry_later}, API calls {push.api_calls}"
+        )
+
+
+@app.command()
+def sandbox(
+    workdir: Path = typer.Option(
+        Path("billsync-sandbox"), help="where billsync.yaml and the secrets are written"
+    ),
+    accounts: int = typer.Option(240, min=1),
+    orders: int = typer.Option(520, min=1),
+) -> None:
+    """Run the Salesforce and QuickBooks Online sandboxes in the foreground (Ctrl-C stops them).
+
+    Writes WORKDIR/billsync.yaml pointing at them, so `billsync sync -c WORKDIR/billsync.yaml` works.
+    """
+    import datetime as dt
+    import time
+
+    from connectors.salesforce.sandbox import SalesforceSandbox
+
+    from connectors.quickbooks.sandbox import QuickBooksSandbox
+    from sync_engine.demo import seed_salesforce, write_workdir
+
+    workdir = workdir.resolve()
+    (workdir / "sandbox").mkdir(parents=True, exist_ok=True)
+    with (
+        SalesforceSandbox(cert_dir=workdir / "sandbox") as sf,
+        QuickBooksSandbox(cert_dir=workdir / "sandbox") as qbo,
+    ):
+        seed_salesforce(sf, accounts=accounts, orders=orders, today=dt.datetime.now(dt.UTC).date())
+        config = write_workdir(workdir, sf, qbo)
+        typer.echo(f"Salesforce sandbox:  {sf.base_url}  (user {sf.username})")
+        typer.echo(f"QuickBooks sandbox:  {qbo.base_url}  (company {qbo.realm_id})")
+        typer.echo(f"certificate:         {sf.cert_file}")
+        typer.echo(f"settings:            {config}  (secrets in {workdir / 'secrets'})")
+        typer.echo("Ctrl-C to stop.")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            typer.echo("stopped")

@@ -1,0 +1,65 @@
+"""One sync cycle: pull every enabled stream, run billing, push to every destination.
+
+The daemon's schedules, ``billsync sync`` and the demo all call :func:`run_cycle`; progress is
+reported through a small callback interface so the CLI can draw bars and the daemon can log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sync_engine.invoicing import BillResult, run_billing
+from sync_engine.pull import PullResult, pull_stream
+from sync_engine.push import PushResult, push_destination
+from sync_engine.runtime import Runtime
+
+
+class Progress(Protocol):
+    """``task(description, total)`` opens a step and yields an ``advance(n)`` callback."""
+
+    def task(
+        self, description: str, total: int | None = None
+    ) -> AbstractContextManager[Callable[[int], None]]: ...
+
+
+class NoProgress:
+    def task(
+        self, description: str, total: int | None = None
+    ) -> AbstractContextManager[Callable[[int], None]]:
+        return nullcontext(lambda n: None)
+
+
+@dataclass
+class CycleResult:
+    pulls: list[PullResult] = field(default_factory=list)
+    bill: BillResult | None = None
+    pushes: list[PushResult] = field(default_factory=list)
+
+
+def run_cycle(
+    runtime: Runtime,
+    *,
+    as_of: dt.date,
+    progress: Progress | None = None,
+    steps: tuple[str, ...] = ("pull", "bill", "push"),
+) -> CycleResult:
+    progress = progress or NoProgress()
+    result = CycleResult()
+    settings = runtime.settings
+    if "pull" in steps:
+        for stream in settings.streams:
+            if stream.enabled:
+                with progress.task(f"pull {stream.name} ({stream.object})") as advance:
+                    result.pulls.append(pull_stream(runtime, stream, advance))
+    if "bill" in steps:
+        with progress.task(f"bill as of {as_of.isoformat()}") as advance:
+            result.bill = run_billing(runtime, as_of, advance)
+    if "push" in steps:
+        for destination in settings.destinations:
+            with progress.task(f"push to {destination.name}") as advance:
+                result.pushes.append(push_destination(runtime, destination, advance))
+    return result
