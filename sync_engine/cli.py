@@ -147,9 +147,8 @@ def sandbox(
     import datetime as dt
     import time
 
-    from connectors.salesforce.sandbox import SalesforceSandbox
-
     from connectors.quickbooks.sandbox import QuickBooksSandbox
+    from connectors.salesforce.sandbox import SalesforceSandbox
     from sync_engine.demo import seed_salesforce, write_workdir
 
     workdir = workdir.resolve()
