@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
-from connectors.quickbooks.client import BatchItem, BatchResult, QuickBooksConnector
 from sqlalchemy import select
 
 from connectors.errors import AuthError, FatalError, RecordError, RetryableError
+from connectors.quickbooks.client import BatchItem, BatchResult, QuickBooksConnector
 from connectors.quickbooks.errors import DuplicateNameError
 from mappings.engine import Mapper, MappingError
 from sync_engine.bindings import BindingLookups, bind, bindings_by_canonical, payload_hash
@@ -55,7 +55,7 @@ class PushResult:
 class _Prepared:
     row: OutboxItem
     payload: dict[str, Any]
-    operation: str
+    operation: Literal["create", "update"]
     natural_key: str
 
 
@@ -159,7 +159,7 @@ def _push_entity(
                     result.unchanged += 1
                     continue
                 try:
-                    payload = _json_ready(mapper.map(doc))
+                    payload = mapper.map(doc)
                 except MappingError as exc:
                     if exc.only_missing_bindings:
                         row.last_error = str(exc)
@@ -175,7 +175,7 @@ def _push_entity(
                             "sparse": True,
                         }
                     )
-                    operation = "update"
+                    operation: Literal["create", "update"] = "update"
                 else:
                     operation = "create"
                 item = _Prepared(row, payload, operation, str(payload.get(natural_field, "")))
@@ -202,15 +202,15 @@ def _push_entity(
         items = [
             BatchItem(key=p.row.idempotency_key, entity=qbo_entity, operation=p.operation, payload=p.payload)
             for p in prepared
-        ]  # type: ignore[arg-type]
+        ]
         try:
             results = connector.batch(items)
         except RetryableError as exc:
             with runtime.transaction() as session:
                 for p in prepared:
-                    row = session.get(OutboxItem, p.row.id)
-                    assert row is not None
-                    row.last_error = str(exc)  # stays "unknown": looked up before the next attempt
+                    in_flight = session.get(OutboxItem, p.row.id)
+                    assert in_flight is not None
+                    in_flight.last_error = str(exc)  # stays "unknown": looked up before the next attempt
             result.retry_later += len(prepared)
             continue
         _apply_results(
@@ -259,7 +259,7 @@ def _apply_results(
                     run_id,
                     entity,
                     system,
-                    _json_ready(p.payload),
+                    _json_safe(p.payload),
                     str(error),
                     type(error).__name__,
                     result,
@@ -332,11 +332,6 @@ def _fail(
         run_id=run_id,
     )
     result.dead_lettered += 1
-
-
-def _json_ready(payload: dict[str, Any]) -> dict[str, Any]:
-    """Mapped payloads keep Decimal for money (the connector serialises it exactly)."""
-    return payload
 
 
 def _json_safe(value: Any) -> Any:

@@ -1,0 +1,25 @@
+"""QuickBooks Online connector: raw QBO v3 JSON in and out, errors in billsync's taxonomy.
+
+The sandbox (:mod:`connectors.quickbooks.sandbox`) is not imported here so that production code does
+not load the emulator.
+"""
+
+from __future__ import annotations
+
+from connectors.quickbooks.client import BatchItem, BatchResult, QuickBooksConnector, dumps_exact
+from connectors.quickbooks.errors import DuplicateNameError, StaleObjectError
+from connectors.quickbooks.settings import QuickBooksSettings
+from connectors.quickbooks.tokens import MemoryTokenStore, OAuthTokens, TokenStore
+
+__all__ = [
+    "BatchItem",
+    "BatchResult",
+    "DuplicateNameError",
+    "MemoryTokenStore",
+    "OAuthTokens",
+    "QuickBooksConnector",
+    "QuickBooksSettings",
+    "StaleObjectError",
+    "TokenStore",
+    "dumps_exact",
+]

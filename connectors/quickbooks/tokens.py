@@ -20,7 +20,11 @@ class OAuthTokens:
     refresh_expires_at: dt.datetime | None = None
 
     def access_valid(self, now: dt.datetime, margin: dt.timedelta = dt.timedelta(minutes=5)) -> bool:
-        return bool(self.access_token) and self.access_expires_at is not None and now + margin < self.access_expires_at
+        return (
+            bool(self.access_token)
+            and self.access_expires_at is not None
+            and now + margin < self.access_expires_at
+        )
 
 
 class TokenStore(Protocol):

@@ -1,0 +1,449 @@
+"""QuickBooks Online connector: raw QBO v3 JSON in and out, on python-quickbooks and intuit-oauth.
+
+What it adds to the libraries, and why:
+
+* every request has a timeout, a CA file and ignores proxy/CA environment variables (none of the
+  libraries does this);
+* OAuth2 refresh with rotation persisted before use (:mod:`connectors.quickbooks.auth`), also after
+  a 401 in the middle of a run;
+* idempotent writes: every write carries ``?requestid=``; batch items carry the caller's key as
+  ``bId`` and the batch a request id derived from those keys, so a retried identical call is answered
+  from QBO's request-id cache instead of being applied twice;
+* one error taxonomy (:mod:`connectors.quickbooks.errors`) and short, bounded in-call retries that
+  honour ``Retry-After``; longer waits are raised for the job layer;
+* exact money: Decimal in payloads is written as a JSON number digit for digit (python-quickbooks'
+  own ``DecimalEncoder`` writes it as a *string*), and JSON numbers in responses parse to Decimal.
+
+A connector instance is not thread-safe; use one per worker thread (they may share a token store).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal, TypeVar
+
+import requests
+from oauthlib.oauth2 import InsecureTransportError
+from oauthlib.oauth2.rfc6749.utils import is_secure_transport
+from quickbooks import QuickBooks
+from quickbooks.exceptions import QuickbooksException
+from requests_oauthlib import OAuth2Session
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
+
+from connectors.errors import (
+    AuthError,
+    ConnectorError,
+    FatalError,
+    OutcomeUnknownError,
+    RateLimitedError,
+    RetryableError,
+)
+from connectors.quickbooks.auth import TokenManager, utcnow
+from connectors.quickbooks.errors import (
+    SYSTEM,
+    FaultError,
+    translate_errors,
+    translate_fault,
+    translate_response,
+    translate_transport,
+)
+from connectors.quickbooks.settings import QuickBooksSettings
+from connectors.quickbooks.tokens import TokenStore
+
+__all__ = ["BATCH_SIZE", "PAGE_SIZE", "BatchItem", "BatchResult", "QuickBooksConnector", "dumps_exact"]
+
+BATCH_SIZE = 30  # QBO's maximum number of BatchItemRequest entries
+PAGE_SIZE = 1000  # QBO's maximum MAXRESULTS
+_IN_CHUNK = 50  # values per ``IN (...)`` lookup, keeping the statement short
+_FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$")
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One write of a batch; ``key`` (from the caller's outbox row) becomes the QBO ``bId``."""
+
+    key: str
+    entity: str  # "Customer" | "Item" | "Invoice" | any QBO business object
+    operation: Literal["create", "update"]
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Outcome of one :class:`BatchItem`: the entity QBO returned, or the translated error."""
+
+    key: str
+    ok: bool
+    entity: dict[str, Any] | None
+    error: ConnectorError | None
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"cannot send non-finite Decimal {value!r} to QuickBooks")
+        return format(value, "f")
+    if isinstance(value, float):
+        raise TypeError("float in a QuickBooks payload: use Decimal so no cent is lost")
+    if value is None or isinstance(value, (str, bool, int)):
+        return json.dumps(value)
+    if isinstance(value, Mapping):
+        items = []
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"payload keys must be str, got {key!r}")
+            items.append(f"{json.dumps(key)}: {_encode(item)}")
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_encode(item) for item in value) + "]"
+    raise TypeError(f"cannot encode {type(value).__name__} in a QuickBooks payload")
+
+
+def dumps_exact(value: Any) -> str:
+    """JSON text with every Decimal written as a number with exactly its digits (never via float)."""
+    return _encode(value)
+
+
+def batch_request_id(keys: Sequence[str]) -> str:
+    """The ``requestid`` of a batch call: the same keys always give the same id."""
+    digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()
+    return f"bsb-{digest[:36]}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _field_value(entity: Mapping[str, Any], path: str) -> Any:
+    current: Any = entity
+    for part in path.split("."):
+        if not isinstance(current, Mapping):
+            return None
+        current = current.get(part)
+    if isinstance(current, Mapping) and "value" in current:
+        return current["value"]  # a reference such as CustomerRef compares by its value
+    return current
+
+
+def _rows(page: Mapping[str, Any], entity: str) -> list[dict[str, Any]]:
+    response = page.get("QueryResponse") or {}
+    for key, value in response.items():
+        if key.lower() == entity.lower() and isinstance(value, list):
+            return value
+    return []
+
+
+class _ApiSession(OAuth2Session):  # type: ignore[misc]
+    """The ``qb.session`` python-quickbooks sends through: defaults on every request, no token logs.
+
+    OAuth2Session.request logs the token dict and all headers at DEBUG, so this subclass adds the
+    bearer header itself and goes straight to ``requests.Session.request``. It also encodes str bodies
+    as UTF-8 (http.client would use Latin-1 and fail on other names) and keeps the last response, from
+    which errors are translated with their status and ``Retry-After``.
+    """
+
+    def __init__(
+        self, client_id: str, *, timeout: float, verify: bool | str, on_request: Callable[[], None]
+    ) -> None:
+        super().__init__(client_id)
+        self.trust_env = False
+        self.verify = verify
+        self._timeout = timeout
+        self._on_request = on_request
+        self.last_response: requests.Response | None = None
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        if not is_secure_transport(url):
+            raise InsecureTransportError()
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self._timeout
+        kwargs.setdefault("verify", self.verify)
+        merged = dict(headers or {})
+        if self.access_token:
+            merged["Authorization"] = f"Bearer {self.access_token}"
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self.last_response = None
+        self._on_request()
+        response = requests.Session.request(self, method, url, data=data, headers=merged, **kwargs)
+        self.last_response = response
+        return response
+
+
+class QuickBooksConnector:
+    """Reads and writes one QBO company; every method raises only :mod:`connectors.errors` classes."""
+
+    def __init__(
+        self,
+        settings: QuickBooksSettings,
+        token_store: TokenStore,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+        retry_attempts: int = 3,
+        retry_max_wait: float = 30.0,
+        retry_backoff: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.api_calls = 0
+        self._retry_attempts = max(1, retry_attempts)
+        self._retry_max_wait = retry_max_wait
+        self._retry_backoff = retry_backoff
+        self._sleep = sleep
+        self.tokens = TokenManager(settings, token_store, clock=clock, on_request=self._count_call)
+        self._session = _ApiSession(
+            settings.client_id,
+            timeout=settings.timeout_seconds,
+            verify=settings.ca_file or True,
+            on_request=self._count_call,
+        )
+        self.qb = QuickBooks(
+            company_id=settings.company_id,
+            minorversion=settings.minorversion,
+            use_decimal=True,
+        )
+        self.qb.session = self._session
+        self.qb.sandbox = settings.environment == "sandbox"
+        if settings.api_url:
+            base = settings.api_url.rstrip("/")
+            base = base if base.endswith("/v3") else base + "/v3"
+            self.qb.api_url_v3 = self.qb.sandbox_api_url_v3 = base
+        self._session.access_token = self.tokens.access_token()
+
+    def _count_call(self) -> None:
+        self.api_calls += 1
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- writes ----------------------------------------------------------------------------------
+    def create(self, entity: str, payload: Mapping[str, Any], *, request_id: str) -> dict[str, Any]:
+        """Create one entity; the same ``request_id`` never creates it twice."""
+        self._check_entity(entity)
+        body = dumps_exact(payload)
+        result = self._call(lambda: self.qb.create_object(entity, body, request_id=request_id), write=True)
+        return dict(result[entity])
+
+    def update(self, entity: str, payload: Mapping[str, Any], *, request_id: str) -> dict[str, Any]:
+        """Update one entity (payload has ``Id`` and ``SyncToken``; add ``"sparse": True`` to merge)."""
+        self._check_entity(entity)
+        if "Id" not in payload or "SyncToken" not in payload:
+            raise ValueError("an update payload needs Id and SyncToken")
+        body = dumps_exact(payload)
+        result = self._call(lambda: self.qb.update_object(entity, body, request_id=request_id), write=True)
+        return dict(result[entity])
+
+    def batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+        """Write ``items`` in batches of 30; results in input order, each item succeeding on its own.
+
+        If a whole batch call fails (throttled, down, timed out) its items carry that error and the
+        remaining chunks are not sent (their items carry a RetryableError, or the same AuthError /
+        RateLimitedError / FatalError, which applies to them as much).
+        """
+        keys = [item.key for item in items]
+        if len(set(keys)) != len(keys):
+            raise ValueError("batch keys must be unique")
+        for item in items:
+            self._check_entity(item.entity)
+            if item.operation not in ("create", "update"):
+                raise ValueError(f"unsupported batch operation {item.operation!r}")
+        results: dict[str, BatchResult] = {}
+        failure: ConnectorError | None = None
+        for start in range(0, len(items), BATCH_SIZE):
+            chunk = items[start : start + BATCH_SIZE]
+            if failure is not None:
+                unsent = failure
+                if isinstance(failure, OutcomeUnknownError) or type(failure) is RetryableError:
+                    unsent = RetryableError("not sent: an earlier batch of this call failed", system=SYSTEM)
+                for item in chunk:
+                    results[item.key] = BatchResult(item.key, False, None, unsent)
+                continue
+            try:
+                results.update(self._batch_chunk(chunk))
+            except ConnectorError as exc:
+                failure = exc
+                for item in chunk:
+                    results[item.key] = BatchResult(item.key, False, None, exc)
+        return [results[key] for key in keys]
+
+    def _batch_chunk(self, chunk: Sequence[BatchItem]) -> dict[str, BatchResult]:
+        body = dumps_exact(
+            {
+                "BatchItemRequest": [
+                    {"bId": item.key, "operation": item.operation, item.entity: item.payload}
+                    for item in chunk
+                ]
+            }
+        )
+        request_id = batch_request_id([item.key for item in chunk])
+        url = f"{self.qb.api_url}/company/{self.qb.company_id}/batch"
+        data = self._call(lambda: self.qb.make_request("POST", url, body, request_id=request_id), write=True)
+        answers = {
+            str(answer.get("bId")): answer
+            for answer in data.get("BatchItemResponse") or []
+            if isinstance(answer, Mapping)
+        }
+        results = {}
+        for item in chunk:
+            answer = answers.get(item.key)
+            error: ConnectorError
+            if answer is None:
+                error = OutcomeUnknownError("item missing from the batch response", system=SYSTEM)
+                results[item.key] = BatchResult(item.key, False, None, error)
+            elif isinstance(answer.get("Fault"), Mapping):
+                error = translate_fault(answer["Fault"], secrets=self.tokens.secrets())
+                results[item.key] = BatchResult(item.key, False, None, error)
+            else:
+                entity = answer.get(item.entity)
+                if entity is None:
+                    entity = next(
+                        (v for k, v in answer.items() if k != "bId" and isinstance(v, Mapping)), None
+                    )
+                results[item.key] = BatchResult(item.key, True, dict(entity or {}), None)
+        return results
+
+    # -- reads -----------------------------------------------------------------------------------
+    def get(self, entity: str, entity_id: str) -> dict[str, Any]:
+        """Read one entity by Id (RecordError when it does not exist)."""
+        self._check_entity(entity)
+        result = self._call(lambda: self.qb.get_single_object(entity, entity_id), write=False)
+        return dict(result[entity])
+
+    def query(self, statement: str) -> Iterator[dict[str, Any]]:
+        """Rows of a QBO-SQL ``SELECT * FROM ...``, fetched 1,000 at a time with STARTPOSITION."""
+        match = re.search(r"\bFROM\s+(\w+)", statement, re.IGNORECASE)
+        if match is None:
+            raise ValueError("query needs a FROM clause")
+        entity = match.group(1)
+        if re.search(r"\b(STARTPOSITION|MAXRESULTS)\b", statement, re.IGNORECASE):
+            yield from _rows(self._query_page(statement), entity)
+            return
+        start = 1
+        while True:
+            page_statement = f"{statement.rstrip()} STARTPOSITION {start} MAXRESULTS {PAGE_SIZE}"
+            rows = _rows(self._query_page(page_statement), entity)
+            yield from rows
+            if len(rows) < PAGE_SIZE:
+                return
+            start += len(rows)
+
+    def count(self, entity: str, where: str | None = None) -> int:
+        """``SELECT COUNT(*) FROM entity [WHERE ...]`` (one call, whatever the number of rows)."""
+        self._check_entity(entity)
+        statement = f"SELECT COUNT(*) FROM {entity}" + (f" WHERE {where}" if where else "")
+        response = self._query_page(statement).get("QueryResponse") or {}
+        return int(response.get("totalCount", 0))
+
+    def find_by(self, entity: str, field: str, values: Collection[str]) -> dict[str, dict[str, Any]]:
+        """Entities whose ``field`` is one of ``values``, keyed by that value (first match wins).
+
+        This is how a write whose outcome is unknown is looked up before retrying, e.g. Invoices by
+        DocNumber or Customers by DisplayName.
+        """
+        self._check_entity(entity)
+        if not _FIELD.match(field):
+            raise ValueError(f"not a field name: {field!r}")
+        wanted = sorted(set(values))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[start : start + _IN_CHUNK]
+            in_list = ", ".join(f"'{_escape(value)}'" for value in chunk)
+            for row in self.query(f"SELECT * FROM {entity} WHERE {field} IN ({in_list})"):
+                value = _field_value(row, field)
+                if value is not None:
+                    found.setdefault(str(value), row)
+        return found
+
+    def _query_page(self, statement: str) -> dict[str, Any]:
+        return dict(self._call(lambda: self.qb.query(statement), write=False))
+
+    # -- plumbing --------------------------------------------------------------------------------
+    @staticmethod
+    def _check_entity(entity: str) -> None:
+        if entity not in QuickBooks._BUSINESS_OBJECTS:
+            raise ValueError(f"{entity!r} is not a QuickBooks Online business object")
+
+    def _attempt(self, send: Callable[[], _T], *, write: bool) -> _T:
+        """One HTTP call, with any failure translated to the taxonomy."""
+        try:
+            return send()
+        except requests.RequestException as exc:
+            raise translate_transport(exc, write=write) from exc
+        except InsecureTransportError as exc:
+            raise FatalError("QuickBooks API URL must be https", system=SYSTEM) from exc
+        except QuickbooksException as exc:
+            response = self._session.last_response
+            if response is not None:
+                raise translate_response(
+                    response.status_code, response.headers, response.text, secrets=self.tokens.secrets()
+                ) from exc
+            code = exc.error_code if isinstance(exc.error_code, int) and exc.error_code else None
+            raise translate_errors(
+                "", [FaultError(code=code, message=str(exc.message))], secrets=self.tokens.secrets()
+            ) from exc
+
+    def _with_auth(self, send: Callable[[], _T], *, write: bool) -> _T:
+        """Refresh once on a 401/3200 and send again (a refused request applied nothing)."""
+        self._session.access_token = self.tokens.access_token()
+        try:
+            return self._attempt(send, write=write)
+        except AuthError:
+            failed = self._session.access_token
+            self._session.access_token = self.tokens.refresh(failed_access_token=failed)
+            return self._attempt(send, write=write)
+
+    def _call(self, send: Callable[[], _T], *, write: bool) -> _T:
+        """Short in-call retries of retryable failures; writes are safe to resend (same requestid)."""
+        outcome_unknown = False
+
+        def once() -> _T:
+            nonlocal outcome_unknown
+            try:
+                return self._with_auth(send, write=write)
+            except OutcomeUnknownError:
+                outcome_unknown = True
+                raise
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(RetryableError),
+            stop=self._stop,
+            wait=self._wait,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(once)
+        except RetryableError as exc:
+            if outcome_unknown and not isinstance(exc, OutcomeUnknownError):
+                raise OutcomeUnknownError(
+                    f"an earlier attempt may have been applied; last error: {exc.message}", system=SYSTEM
+                ) from exc
+            raise
+
+    def _stop(self, state: RetryCallState) -> bool:
+        if state.attempt_number >= self._retry_attempts:
+            return True
+        exc = state.outcome.exception() if state.outcome else None
+        # a long Retry-After is the job layer's business: free the worker instead of sleeping
+        return isinstance(exc, RateLimitedError) and (exc.retry_after or 0.0) > self._retry_max_wait
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+            return min(exc.retry_after, self._retry_max_wait)
+        return float(min(self._retry_max_wait, self._retry_backoff * 2 ** (state.attempt_number - 1)))

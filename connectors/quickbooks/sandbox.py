@@ -1,0 +1,934 @@
+"""A loopback emulator of QuickBooks Online v3 (Customer, Item, Invoice) and Intuit's OAuth2 server.
+
+It speaks the real JSON shapes (entity envelopes, ``QueryResponse``, ``Fault``, ``BatchItemResponse``,
+the gateway's lower-case 401 body and the 429 throttle as XML), keeps state, and enforces the limits
+the connector has to live with: rotating refresh tokens, expiring access tokens, 30 items per batch,
+1,000 rows per query page, SyncToken optimistic locking, unique names, ``?requestid=`` idempotency.
+Approximations are marked as such where the real error code is not documented. Each request runs on
+its own server thread; all state changes happen under the base class's re-entrant ``_lock``.
+
+Usage::
+
+    with QuickBooksSandbox() as qbo:
+        connector = QuickBooksConnector(qbo.settings(), MemoryTokenStore())
+        qbo.throttle_next(1, retry_after=0)
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import json
+import re
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from connectors.quickbooks.client import dumps_exact
+from connectors.quickbooks.settings import QuickBooksSettings
+from connectors.sandbox import Handler, Request, Response, Sandbox
+
+ENTITIES = {"customer": "Customer", "item": "Item", "invoice": "Invoice"}
+BATCH_LIMIT = 30
+PAGE_LIMIT = 1000
+DEFAULT_PAGE = 100  # QBO's MAXRESULTS when a query gives none
+
+_PACIFIC = dt.timezone(dt.timedelta(hours=-7))
+_CENT = Decimal("0.01")
+_CURRENCY_NAMES = {
+    "USD": "United States Dollar",
+    "EUR": "Euro",
+    "GBP": "British Pound Sterling",
+    "CAD": "Canadian Dollar",
+    "AUD": "Australian Dollar",
+}
+
+# Real body of a 429 from QBO (quickbooks-ruby spec/fixtures/too_many_requests_error.xml).
+THROTTLE_XML = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<IntuitResponse time="2016-12-07T15:27:09.527-08:00" xmlns="http://schema.intuit.com/finance/v3">
+  <Fault type="SERVICE">
+    <Error code="3001">
+      <Message>message=ThrottleExceeded; errorCode=003001; statusCode=429</Message>
+      <Detail>The request limit was reached.  Try again later</Detail>
+    </Error>
+  </Fault>
+</IntuitResponse>
+"""
+
+
+class QboFault(Exception):
+    """A validation/business error to return as a QBO ``Fault``."""
+
+    def __init__(
+        self, code: str, message: str, detail: str, *, element: str = "", kind: str = "ValidationFault"
+    ) -> None:
+        super().__init__(message)
+        self.code, self.message, self.detail, self.element, self.kind = code, message, detail, element, kind
+
+    def fault(self) -> dict[str, Any]:
+        error = {"Message": self.message, "Detail": self.detail, "code": self.code, "element": self.element}
+        return {"Error": [error], "type": self.kind}
+
+
+def _now_text(timespec: str = "milliseconds") -> str:
+    return dt.datetime.now(_PACIFIC).isoformat(timespec=timespec)
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        status, dumps_exact(body).encode(), headers or {}, content_type="application/json;charset=UTF-8"
+    )
+
+
+def _json_text(status: int, text: str) -> Response:
+    return Response(status, text.encode("utf-8"), content_type="application/json;charset=UTF-8")
+
+
+def _wrap(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "time": _now_text()}
+
+
+def _fault_response(fault: QboFault, status: int = 400) -> Response:
+    return _json(status, _wrap({"Fault": fault.fault()}))
+
+
+def _missing(name: str) -> QboFault:
+    return QboFault(
+        "2020",
+        "Required param missing, need to supply the required value for the API",
+        f"Required parameter {name} is missing in the request",
+        element=name,
+    )
+
+
+def _invalid_ref(what: str) -> QboFault:
+    return QboFault(
+        "2500",
+        "Invalid Reference Id",
+        f"Invalid Reference Id : {what} assigned to this transaction has been deleted or does not exist.",
+    )
+
+
+def _decimal(value: Any, field: str) -> Decimal:
+    if isinstance(value, bool) or value is None:
+        raise QboFault("2090", "Invalid Number", f"{field} is not a number", element=field)
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise QboFault("2090", "Invalid Number", f"{field} is not a number", element=field) from None
+
+
+def _ref_value(entity: Mapping[str, Any], name: str) -> str | None:
+    ref = entity.get(name)
+    if isinstance(ref, Mapping) and ref.get("value") not in (None, ""):
+        return str(ref["value"])
+    return None
+
+
+def _field(entity: Mapping[str, Any], path: str) -> Any:
+    current: Any = entity
+    for part in path.split("."):
+        if not isinstance(current, Mapping):
+            return None
+        current = current.get(part)
+    if isinstance(current, Mapping) and "value" in current:
+        return current["value"]
+    return current
+
+
+# -- the QBO-SQL subset --------------------------------------------------------------------------
+_TOKEN = re.compile(
+    r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<num>-?\d+(?:\.\d+)?)(?![\w.])"
+    r"|(?P<op><=|>=|!=|<>|=|<|>|\(|\)|,|\*)|(?P<word>[A-Za-z_][\w.]*))"
+)
+
+
+class _QueryError(Exception):
+    pass
+
+
+def _tokens(statement: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    pos = 0
+    text = statement.strip()
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if match is None or match.end() == pos:
+            raise _QueryError(f'Encountered "{text[pos : pos + 10]}" at column {pos + 1}')
+        kind = match.lastgroup or ""
+        raw = match.group(kind)
+        if kind == "str":
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        out.append((kind, raw))
+        pos = match.end()
+    return out
+
+
+class _Query:
+    """``SELECT * | COUNT(*) | f, g FROM E [WHERE ...] [ORDER BY f [DESC]] [STARTPOSITION n] [MAXRESULTS m]``."""
+
+    def __init__(self, statement: str) -> None:
+        self.tokens = _tokens(statement)
+        self.pos = 0
+        self.count = False
+        self.fields: list[str] | None = None
+        self.conditions: list[tuple[str, str, Any]] = []
+        self.order: list[tuple[str, bool]] = []
+        self.start = 1
+        self.max_results = DEFAULT_PAGE
+        self._parse()
+
+    def _peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def _next(self) -> tuple[str, str]:
+        token = self._peek()
+        if token is None:
+            raise _QueryError('Encountered "<EOF>"')
+        self.pos += 1
+        return token
+
+    def _keyword(self, *words: str) -> bool:
+        token = self._peek()
+        if token and token[0] == "word" and token[1].upper() in words:
+            self.pos += 1
+            return True
+        return False
+
+    def _expect(self, value: str) -> None:
+        kind, raw = self._next()
+        if raw.upper() != value:
+            raise _QueryError(f'Encountered "{raw}", expected "{value}"')
+
+    def _value(self) -> Any:
+        kind, raw = self._next()
+        if kind == "str":
+            return raw
+        if kind == "num":
+            return Decimal(raw)
+        if kind == "word" and raw.lower() in ("true", "false"):
+            return raw.lower() == "true"
+        raise _QueryError(f'Encountered "{raw}", expected a value')
+
+    def _parse(self) -> None:
+        self._expect("SELECT")
+        if self._keyword("COUNT"):
+            self._expect("(")
+            self._expect("*")
+            self._expect(")")
+            self.count = True
+        elif self._peek() == ("op", "*"):
+            self.pos += 1
+        else:
+            self.fields = []
+            while True:
+                kind, raw = self._next()
+                if kind != "word":
+                    raise _QueryError(f'Encountered "{raw}"')
+                self.fields.append(raw)
+                if self._peek() != ("op", ","):
+                    break
+                self.pos += 1
+        self._expect("FROM")
+        kind, raw = self._next()
+        if kind != "word":
+            raise _QueryError(f'Encountered "{raw}", expected an entity')
+        self.entity = raw
+        if self._keyword("WHERE"):
+            while True:
+                self._condition()
+                if not self._keyword("AND"):
+                    break
+        while self._peek() is not None:
+            if self._keyword("ORDERBY") or (self._keyword("ORDER") and self._keyword("BY")):
+                while True:
+                    kind, raw = self._next()
+                    descending = self._keyword("DESC")
+                    if not descending:
+                        self._keyword("ASC")
+                    self.order.append((raw, descending))
+                    if self._peek() != ("op", ","):
+                        break
+                    self.pos += 1
+            elif self._keyword("STARTPOSITION"):
+                self.start = self._position()
+            elif self._keyword("MAXRESULTS"):
+                self.max_results = min(self._position(), PAGE_LIMIT)
+            else:
+                raise _QueryError(f'Encountered "{self._next()[1]}"')
+
+    def _position(self) -> int:
+        kind, raw = self._next()
+        if kind != "num" or "." in raw:
+            raise _QueryError(f'Encountered "{raw}", expected an integer')
+        value = int(raw)
+        if value < 1:
+            raise QboFault(
+                "4001",
+                "Invalid query",
+                f"QueryValidationError: value {value} is too small. Min allowed value is 1",
+            )
+        return value
+
+    def _condition(self) -> None:
+        kind, field = self._next()
+        if kind != "word":
+            raise _QueryError(f'Encountered "{field}", expected a property')
+        if self._keyword("IN"):
+            self._expect("(")
+            values = [self._value()]
+            while self._peek() == ("op", ","):
+                self.pos += 1
+                values.append(self._value())
+            self._expect(")")
+            self.conditions.append((field, "IN", values))
+        elif self._keyword("LIKE"):
+            self.conditions.append((field, "LIKE", self._value()))
+        else:
+            op_kind, op = self._next()
+            if op_kind != "op" or op not in ("=", "<", ">", "<=", ">=", "!=", "<>"):
+                raise _QueryError(f'Encountered "{op}", expected an operator')
+            self.conditions.append((field, op, self._value()))
+
+    def matches(self, entity: Mapping[str, Any]) -> bool:
+        for field, op, expected in self.conditions:
+            actual = _field(entity, field)
+            if actual is None:
+                return False
+            if op == "IN":
+                if not any(_compare(actual, value) == 0 for value in expected):
+                    return False
+            elif op == "LIKE":
+                pattern = "^" + ".*".join(re.escape(part) for part in str(expected).split("%")) + "$"
+                if not re.match(pattern, str(actual), re.IGNORECASE | re.DOTALL):
+                    return False
+            else:
+                result = _compare(actual, expected)
+                ok = {
+                    "=": result == 0,
+                    "!=": result != 0,
+                    "<>": result != 0,
+                    "<": result < 0,
+                    ">": result > 0,
+                    "<=": result <= 0,
+                    ">=": result >= 0,
+                }[op]
+                if not ok:
+                    return False
+        return True
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    if value is None:
+        return (0, "")
+    try:
+        return (1, Decimal(str(value)))
+    except InvalidOperation:
+        return (2, str(value).lower())
+
+
+def _compare(actual: Any, expected: Any) -> int:
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        a, b = str(actual).lower(), str(expected).lower()
+        return (a > b) - (a < b)
+    try:
+        x, y = Decimal(str(actual)), Decimal(str(expected))
+        return (x > y) - (x < y)
+    except InvalidOperation:
+        pass
+    try:
+        t, u = dt.datetime.fromisoformat(str(actual)), dt.datetime.fromisoformat(str(expected))
+        if (t.tzinfo is None) == (u.tzinfo is None):
+            return (t > u) - (t < u)
+    except ValueError:
+        pass
+    a, b = str(actual).lower(), str(expected).lower()
+    return (a > b) - (a < b)
+
+
+class QuickBooksSandbox(Sandbox):
+    """QBO v3 + OAuth2 on loopback HTTPS; fixed demo credentials, state in memory."""
+
+    system = "quickbooks"
+    realm_id = "9341453050298464"
+    client_id = "ABbillsyncSandboxClient0000000000000000000000000"
+    client_secret = "billsync-sandbox-client-secret-0000000000"
+    initial_refresh_token = "AB11800000000billsyncSandboxInitialRefreshToken"
+
+    def __init__(
+        self,
+        *,
+        access_token_ttl: float = 3600,
+        refresh_token_ttl: float = 8_726_400,
+        home_currency: str = "USD",
+        multicurrency: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.access_token_ttl = access_token_ttl
+        self.refresh_token_ttl = refresh_token_ttl
+        self.home_currency = home_currency
+        self.multicurrency = multicurrency
+        self._refresh_token = self.initial_refresh_token
+        self._refresh_expires = time.time() + refresh_token_ttl
+        self._access_tokens: dict[str, float] = {}
+        self._store: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in ENTITIES.values()}
+        self._next_id: dict[str, int] = {name: 1 for name in ENTITIES.values()}
+        self._next_doc_number = 1001
+        self._names: dict[str, dict[str, str]] = {"Customer": {}, "Item": {}}  # lower-case name -> Id
+        self._by_request_id: dict[str, Response] = {}
+        self._hidden: set[tuple[str, str]] = set()  # created earlier in the running batch
+        self._throttle: list[float | None] = []
+        self._failures: list[int] = []
+        self._stalls: list[float] = []
+        self.refreshes = 0
+        self.applied_writes = 0
+        self.route("GET", r"/\.well-known/openid_configuration/?", self._discovery)
+        self.route("POST", r"/oauth2/v1/tokens/bearer", self._token)
+        company = r"/v3/company/(?P<realm>[^/]+)"
+        entity = r"(?P<entity>customer|item|invoice)"
+        self.route("POST", rf"{company}/{entity}", self._api(self._write, write=True))
+        self.route("GET", rf"{company}/{entity}/(?P<id>[^/]+)", self._api(self._read))
+        self.route("POST", rf"{company}/query", self._api(self._query))
+        self.route("GET", rf"{company}/query", self._api(self._query))
+        self.route("POST", rf"{company}/batch", self._api(self._batch, write=True))
+
+    def __enter__(self) -> QuickBooksSandbox:
+        self.start()
+        return self
+
+    # -- addresses and settings ------------------------------------------------------------------
+    @property
+    def token_url(self) -> str:
+        return f"{self.base_url}/oauth2/v1/tokens/bearer"
+
+    @property
+    def discovery_url(self) -> str:
+        return f"{self.base_url}/.well-known/openid_configuration/"
+
+    def settings(self, **overrides: Any) -> QuickBooksSettings:
+        """Connector settings pointing at this sandbox with its demo credentials."""
+        values: dict[str, Any] = {
+            "type": "quickbooks",
+            "company_id": self.realm_id,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "refresh_token": self.initial_refresh_token,
+            "environment": "sandbox",
+            "api_url": self.base_url,
+            "token_url": self.token_url,
+            "ca_file": str(self.cert_file) if self.cert_file else None,
+        }
+        values.update(overrides)
+        return QuickBooksSettings(**values)
+
+    # -- fault injection -------------------------------------------------------------------------
+    def throttle_next(self, n: int = 1, retry_after: float | None = None) -> None:
+        """The next ``n`` API calls get QBO's 429 throttle XML (with ``Retry-After`` if given)."""
+        with self._lock:
+            self._throttle.extend([retry_after] * n)
+
+    def fail_next(self, status: int = 500, n: int = 1) -> None:
+        """The next ``n`` API calls fail with ``status`` (500: SystemFault 10000; 502-504: gateway)."""
+        with self._lock:
+            self._failures.extend([status] * n)
+
+    def stall_next(self, seconds: float, n: int = 1) -> None:
+        """The next ``n`` API calls are processed, then answered only after ``seconds`` (timeouts)."""
+        with self._lock:
+            self._stalls.extend([seconds] * n)
+
+    def expire_access_tokens(self) -> None:
+        """Every access token issued so far is now expired (the next API call gets 401/3200)."""
+        with self._lock:
+            self._access_tokens = {token: 0.0 for token in self._access_tokens}
+
+    @property
+    def current_refresh_token(self) -> str:
+        return self._refresh_token
+
+    # -- inspection and seeding ------------------------------------------------------------------
+    def entities(self, entity: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._store[self._name(entity)].values()
+            return [copy.deepcopy(row) for row in sorted(rows, key=lambda row: int(row["Id"]))]
+
+    def count(self, entity: str) -> int:
+        with self._lock:
+            return len(self._store[self._name(entity)])
+
+    def seed(self, entity: str, payloads: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Create entities directly (no HTTP, same validation); for fixtures of tests and the demo."""
+        with self._lock:
+            name = self._name(entity)
+            return [copy.deepcopy(self._apply(name, dict(payload))) for payload in payloads]
+
+    def save_state(self, path: Path) -> None:
+        """Write companies, tokens and the request-id cache to ``path`` so a later run can resume."""
+        with self._lock:
+            state = {
+                "realm_id": self.realm_id,
+                "store": self._store,
+                "next_id": self._next_id,
+                "next_doc_number": self._next_doc_number,
+                "refresh_token": self._refresh_token,
+                "refresh_expires": str(self._refresh_expires),
+                "access_tokens": {token: str(expires) for token, expires in self._access_tokens.items()},
+                "by_request_id": {
+                    key: {"status": r.status, "body": r.encoded()[0].decode("utf-8")}
+                    for key, r in self._by_request_id.items()
+                },
+            }
+            path.write_text(dumps_exact(state), encoding="utf-8")
+
+    def load_state(self, path: Path) -> None:
+        """Resume from :meth:`save_state`: same entities, the same valid tokens, the same cache."""
+        state = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+        with self._lock:
+            self._store = {name: dict(state["store"].get(name, {})) for name in ENTITIES.values()}
+            self._next_id = {name: int(state["next_id"].get(name, 1)) for name in ENTITIES.values()}
+            self._next_doc_number = int(state["next_doc_number"])
+            self._refresh_token = state["refresh_token"]
+            self._refresh_expires = float(state["refresh_expires"])
+            self._access_tokens = {token: float(expires) for token, expires in state["access_tokens"].items()}
+            self._by_request_id = {
+                key: _json_text(int(cached["status"]), cached["body"])
+                for key, cached in state["by_request_id"].items()
+            }
+            self._names = {
+                name: {
+                    str(row["FullyQualifiedName"]).lower(): row["Id"] for row in self._store[name].values()
+                }
+                for name in ("Customer", "Item")
+            }
+
+    @staticmethod
+    def _name(entity: str) -> str:
+        return ENTITIES[entity.lower()]
+
+    # -- OAuth2 ----------------------------------------------------------------------------------
+    def _discovery(self, request: Request) -> Response:
+        base = self.base_url
+        return _json(
+            200,
+            {
+                "issuer": f"{base}/op/v1",
+                "authorization_endpoint": f"{base}/connect/oauth2",
+                "token_endpoint": self.token_url,
+                "userinfo_endpoint": f"{base}/v1/openid_connect/userinfo",
+                "revocation_endpoint": f"{base}/v2/oauth2/tokens/revoke",
+                "jwks_uri": f"{base}/op/v1/jwks",
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "scopes_supported": ["openid", "email", "profile", "address", "phone"],
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+                "claims_supported": ["aud", "exp", "iat", "iss", "realmid", "sub"],
+            },
+        )
+
+    def _token(self, request: Request) -> Response:
+        expected = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
+        if request.headers.get("authorization") != f"Basic {expected}":
+            return _json(401, {"error": "invalid_client"})
+        form = parse_qs(request.body.decode("utf-8"))
+        if form.get("grant_type", [""])[0] != "refresh_token":
+            return _json(400, {"error": "unsupported_grant_type"})
+        presented = form.get("refresh_token", [""])[0]
+        with self._lock:
+            if presented != self._refresh_token or time.time() >= self._refresh_expires:
+                return _json(400, {"error": "invalid_grant"})
+            self._refresh_token = "AB11" + secrets.token_urlsafe(36)
+            self._refresh_expires = time.time() + self.refresh_token_ttl
+            access = "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2IiwiYWxnIjoiZGlyIn0.." + secrets.token_urlsafe(48)
+            self._access_tokens[access] = time.time() + self.access_token_ttl
+            self.refreshes += 1
+            return _json(
+                200,
+                {
+                    "x_refresh_token_expires_in": int(self.refresh_token_ttl),
+                    "refresh_token": self._refresh_token,
+                    "access_token": access,
+                    "token_type": "bearer",
+                    "expires_in": int(self.access_token_ttl),
+                },
+            )
+
+    # -- API plumbing ----------------------------------------------------------------------------
+    def _api(self, handler: Handler, *, write: bool = False) -> Handler:
+        def serve(request: Request) -> Response:
+            denied = self._authenticate(request)
+            if denied is not None:
+                return denied
+            stall = 0.0
+            with self._lock:
+                if self._throttle:
+                    retry_after = self._throttle.pop(0)
+                    headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
+                    return Response(429, THROTTLE_XML, headers, content_type="application/xml")
+                if self._failures:
+                    return self._failure(self._failures.pop(0))
+                if self._stalls:
+                    stall = self._stalls.pop(0)
+                request_id = request.arg("requestid") if write else None
+                cache_key = f"{request.match['realm'] if request.match else ''}:{request_id}"
+                cached = self._by_request_id.get(cache_key) if request_id else None
+                if cached is not None:
+                    response = cached
+                else:
+                    try:
+                        response = handler(request)
+                    except QboFault as fault:
+                        response = _fault_response(fault)
+                    if request_id and response.status == 200:
+                        self._by_request_id[cache_key] = response
+            if stall:
+                time.sleep(stall)
+            return response
+
+        return serve
+
+    def _authenticate(self, request: Request) -> Response | None:
+        header = request.headers.get("authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else ""
+        with self._lock:
+            expires = self._access_tokens.get(token)
+        if expires is not None and time.time() < expires and request.match is not None:
+            if request.match["realm"] != self.realm_id:
+                return _json(403, self._gateway_fault("AuthorizationFailed", "003100", 403, None, "3100"))
+            return None
+        detail = "Token expired: access token is no longer valid" if expires is not None else "Token invalid"
+        return _json(401, self._gateway_fault("AuthenticationFailed", "003200", 401, detail, "3200"))
+
+    @staticmethod
+    def _gateway_fault(
+        message: str, code6: str, status: int, detail: str | None, code: str
+    ) -> dict[str, Any]:
+        """The lower-case envelope QBO's gateway returns for 401/403 (seen in python-quickbooks #250)."""
+        return {
+            "warnings": None,
+            "intuitObject": None,
+            "fault": {
+                "error": [
+                    {
+                        "message": f"message={message}; errorCode={code6}; statusCode={status}",
+                        "detail": detail,
+                        "code": code,
+                        "element": None,
+                    }
+                ],
+                "type": "AUTHENTICATION" if status == 401 else "SERVICE",
+            },
+            "report": None,
+            "queryResponse": None,
+            "batchItemResponse": [],
+            "attachableResponse": [],
+            "syncErrorResponse": None,
+            "requestId": None,
+            "time": int(time.time() * 1000),
+            "status": None,
+            "cdcresponse": [],
+        }
+
+    @staticmethod
+    def _failure(status: int) -> Response:
+        if status == 500:
+            fault = QboFault(
+                "10000",
+                "An application error has occurred while processing your request",
+                "System Failure Error: injected by the sandbox",
+                kind="SystemFault",
+            )
+            return _fault_response(fault, 500)
+        if status in (502, 503, 504):
+            return Response(status, f"<html><body><h1>{status}</h1></body></html>", content_type="text/html")
+        fault = QboFault(str(status), f"HTTP {status}", "injected by the sandbox", kind="SERVICE")
+        return _fault_response(fault, status)
+
+    # -- handlers --------------------------------------------------------------------------------
+    def _write(self, request: Request) -> Response:
+        assert request.match is not None
+        name = ENTITIES[request.match["entity"]]
+        payload = _load(request.body)
+        if request.arg("operation") not in (None, "update"):
+            raise QboFault(
+                "500", "Unsupported Operation", f"Operation {request.arg('operation')} is not supported."
+            )
+        entity = self._apply(name, payload)
+        return _json(200, _wrap({name: entity}))
+
+    def _read(self, request: Request) -> Response:
+        assert request.match is not None
+        name = ENTITIES[request.match["entity"]]
+        entity = self._store[name].get(request.match["id"])
+        if entity is None:
+            raise _not_found()
+        return _json(200, _wrap({name: entity}))
+
+    def _query(self, request: Request) -> Response:
+        statement = request.arg("query") if request.method == "GET" else request.body.decode("utf-8")
+        return _json(200, _wrap({"QueryResponse": self._run_query(statement or "")}))
+
+    def _run_query(self, statement: str) -> dict[str, Any]:
+        try:
+            query = _Query(statement)
+        except _QueryError as exc:
+            raise QboFault("4000", "Error parsing query", f"QueryParserError: {exc}") from None
+        name = ENTITIES.get(query.entity.lower())
+        if name is None:
+            raise QboFault("4000", "Error parsing query", f"QueryParserError: Invalid entity {query.entity}")
+        rows = [row for row in self._store[name].values() if query.matches(row)]
+        if query.count:
+            return {"totalCount": len(rows)}
+        rows.sort(key=lambda row: int(row["Id"]))
+        for field, descending in reversed(query.order):
+
+            def key(row: dict[str, Any], path: str = field) -> tuple[int, Any]:
+                return _sort_key(_field(row, path))
+
+            rows.sort(key=key, reverse=descending)
+        page = rows[query.start - 1 : query.start - 1 + query.max_results]
+        if not page:
+            return {}
+        if query.fields is not None:
+            keep = {field.split(".")[0] for field in query.fields} | {"Id", "SyncToken", "MetaData", "domain"}
+            page = [{k: v for k, v in row.items() if k in keep} | {"sparse": True} for row in page]
+        return {name: copy.deepcopy(page), "startPosition": query.start, "maxResults": len(page)}
+
+    def _batch(self, request: Request) -> Response:
+        body = _load(request.body)
+        items = body.get("BatchItemRequest")
+        if not isinstance(items, list) or not items:
+            raise _missing("BatchItemRequest")
+        if len(items) > BATCH_LIMIT:  # the real code is undocumented; the limit is not
+            raise QboFault(
+                "6000",
+                "A business validation error has occurred while processing your request",
+                f"Business Validation Error: a batch may hold at most {BATCH_LIMIT} BatchItemRequest items.",
+            )
+        answers = []
+        self._hidden = set()
+        try:
+            for item in items:
+                answers.append(self._batch_item(item))
+        finally:
+            self._hidden = set()
+        return _json(200, _wrap({"BatchItemResponse": answers}))
+
+    def _batch_item(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        bid = item.get("bId")
+        try:
+            if "Query" in item:
+                return {"bId": bid, "QueryResponse": self._run_query(str(item["Query"]))}
+            names = [key for key in item if key in ENTITIES.values()]
+            if not names:
+                raise QboFault("500", "Unsupported Operation", "Operation is not supported for this entity.")
+            name = names[0]
+            operation = item.get("operation")
+            if operation not in ("create", "update"):
+                raise QboFault("500", "Unsupported Operation", f"Operation {operation} is not supported.")
+            payload = dict(item[name])
+            if operation == "create" and "Id" in payload:
+                raise QboFault("2010", "Request has invalid or unsupported property", "Property Name:Id")
+            if operation == "update" and "Id" not in payload:
+                raise _missing("Id")
+            entity = self._apply(name, payload)
+            self._hidden.add((name, entity["Id"]))
+            return {"bId": bid, name: entity}
+        except QboFault as fault:
+            return {"bId": bid, "Fault": fault.fault()}
+
+    # -- entity rules ----------------------------------------------------------------------------
+    def _apply(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Create, or update when the body has an Id (full update, or merge when sparse)."""
+        now = _now_text("seconds")
+        store = self._store[name]
+        if "Id" in payload:
+            current = store.get(str(payload["Id"]))
+            if current is None:
+                raise _not_found()
+            if str(payload.get("SyncToken")) != current["SyncToken"]:
+                raise QboFault(
+                    "5010",
+                    "Stale Object Error",
+                    "Stale Object Error : You and billsync were working on this at the same time. "
+                    "billsync finished before you did, so your work was not saved.",
+                )
+            merged = {**current, **payload} if payload.get("sparse") else dict(payload)
+            merged["MetaData"] = {"CreateTime": current["MetaData"]["CreateTime"], "LastUpdatedTime": now}
+            merged["Id"], merged["SyncToken"] = current["Id"], str(int(current["SyncToken"]) + 1)
+        else:
+            merged = dict(payload)
+            merged["MetaData"] = {"CreateTime": now, "LastUpdatedTime": now}
+            merged["Id"], merged["SyncToken"] = str(self._next_id[name]), "0"
+        merged["domain"], merged["sparse"] = "QBO", False
+        entity = {"Customer": self._customer, "Item": self._item, "Invoice": self._invoice}[name](merged)
+        if "Id" not in payload:
+            self._next_id[name] += 1
+        if name in self._names:
+            names = self._names[name]
+            previous = store.get(entity["Id"])
+            if previous is not None:
+                names.pop(str(previous["FullyQualifiedName"]).lower(), None)
+            names[str(entity["FullyQualifiedName"]).lower()] = entity["Id"]
+        store[entity["Id"]] = entity
+        self.applied_writes += 1
+        return copy.deepcopy(entity)
+
+    def _unique(self, name: str, value: str, own_id: str) -> None:
+        """Names are unique per entity type, ignoring case (QBO answers 6240)."""
+        other = self._names[name].get(value.lower())
+        if other is not None and other != own_id:
+            raise QboFault(
+                "6240", "Duplicate Name Exists Error", f"The name supplied already exists. : Id={other}"
+            )
+
+    def _currency(self, code: str) -> dict[str, str]:
+        return {"value": code, "name": _CURRENCY_NAMES.get(code, code)}
+
+    def _customer(self, entity: dict[str, Any]) -> dict[str, Any]:
+        name = entity.get("DisplayName")
+        if not name:
+            raise _missing("DisplayName")
+        self._unique("Customer", str(name), entity["Id"])
+        currency = _ref_value(entity, "CurrencyRef") or self.home_currency
+        if currency != self.home_currency and not self.multicurrency:
+            raise QboFault(
+                "6000",
+                "A business validation error has occurred while processing your request",
+                "Business Validation Error: Multicurrency is not enabled for this company.",
+            )
+        entity["CurrencyRef"] = self._currency(currency)
+        entity.setdefault("Active", True)
+        entity.setdefault("Job", False)
+        entity.setdefault("BillWithParent", False)
+        entity.setdefault("Taxable", False)
+        entity.setdefault("Balance", Decimal("0"))
+        entity.setdefault("BalanceWithJobs", Decimal("0"))
+        entity.setdefault("PreferredDeliveryMethod", "Print")
+        entity["FullyQualifiedName"] = name
+        entity.setdefault("PrintOnCheckName", name)
+        return entity
+
+    def _item(self, entity: dict[str, Any]) -> dict[str, Any]:
+        name = entity.get("Name")
+        if not name:
+            raise _missing("Name")
+        self._unique("Item", str(name), entity["Id"])
+        entity.setdefault("Type", "Service")
+        entity.setdefault("Active", True)
+        entity.setdefault("Taxable", False)
+        entity.setdefault("TrackQtyOnHand", False)
+        entity["UnitPrice"] = _decimal(entity.get("UnitPrice", 0), "UnitPrice")
+        entity.setdefault("IncomeAccountRef", {"value": "79", "name": "Sales of Product Income"})
+        entity["FullyQualifiedName"] = name
+        return entity
+
+    def _visible(self, name: str, entity_id: str | None) -> dict[str, Any] | None:
+        if entity_id is None or (name, entity_id) in self._hidden:
+            return None
+        return self._store[name].get(entity_id)
+
+    def _invoice(self, entity: dict[str, Any]) -> dict[str, Any]:
+        customer_id = _ref_value(entity, "CustomerRef")
+        if customer_id is None:
+            raise _missing("CustomerRef")
+        customer = self._visible("Customer", customer_id)
+        if customer is None:
+            raise _invalid_ref("Customer")
+        lines = entity.get("Line")
+        if not isinstance(lines, list) or not [
+            line for line in lines if line.get("DetailType") != "SubTotalLineDetail"
+        ]:
+            raise _missing("Line")
+        customer_currency = customer["CurrencyRef"]["value"]
+        currency = _ref_value(entity, "CurrencyRef") or customer_currency
+        if currency != customer_currency:
+            raise QboFault(
+                "6000",
+                "A business validation error has occurred while processing your request",
+                f"Business Validation Error: The transaction currency ({currency}) must match the "
+                f"customer's currency ({customer_currency}).",
+                element="CurrencyRef",
+            )
+        subtotal, discount, out = Decimal("0"), Decimal("0"), []
+        for number, line in enumerate(
+            (ln for ln in lines if ln.get("DetailType") != "SubTotalLineDetail"), 1
+        ):
+            line = dict(line)
+            kind = line.get("DetailType")
+            if kind == "SalesItemLineDetail":
+                detail = dict(line.get("SalesItemLineDetail") or {})
+                item = self._visible("Item", _ref_value(detail, "ItemRef"))
+                if item is None:
+                    raise _invalid_ref("Item")
+                detail["ItemRef"] = {"value": item["Id"], "name": item["Name"]}
+                if "Amount" not in line:
+                    raise _missing("Amount")
+                amount = _decimal(line["Amount"], "Amount")
+                if "Qty" in detail and "UnitPrice" in detail:
+                    product = _decimal(detail["Qty"], "Qty") * _decimal(detail["UnitPrice"], "UnitPrice")
+                    if product.quantize(_CENT, ROUND_HALF_UP) != amount.quantize(_CENT, ROUND_HALF_UP):
+                        raise QboFault(
+                            "6070",
+                            "Amount is not equal to UnitPrice * Qty",
+                            f"Amount is not equal to UnitPrice * Qty. Supplied value:{amount}",
+                            element="Amount",
+                        )
+                line["SalesItemLineDetail"] = detail
+                line["Amount"] = amount.quantize(_CENT, ROUND_HALF_UP)
+                subtotal += line["Amount"]
+            elif kind == "DiscountLineDetail":
+                line["Amount"] = _decimal(line.get("Amount", 0), "Amount").quantize(_CENT, ROUND_HALF_UP)
+                discount += line["Amount"]
+            elif kind != "DescriptionOnly":
+                raise QboFault("2010", "Request has invalid or unsupported property", f"DetailType:{kind}")
+            line["Id"], line["LineNum"] = str(number), number
+            out.append(line)
+        out.append({"Amount": subtotal, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}})
+        total = subtotal - discount
+        entity["Line"] = out
+        entity["CustomerRef"] = {"value": customer["Id"], "name": customer["DisplayName"]}
+        entity["CurrencyRef"] = self._currency(currency)
+        entity.setdefault("ExchangeRate", Decimal("1"))
+        if not entity.get("DocNumber"):
+            entity["DocNumber"] = str(self._next_doc_number)
+            self._next_doc_number += 1
+        today = dt.datetime.now(_PACIFIC).date().isoformat()
+        entity.setdefault("TxnDate", today)
+        entity.setdefault("DueDate", entity["TxnDate"])
+        entity["TotalAmt"] = total
+        entity["HomeTotalAmt"] = (total * _decimal(entity["ExchangeRate"], "ExchangeRate")).quantize(_CENT)
+        entity["Balance"] = total
+        entity.setdefault("TxnTaxDetail", {"TotalTax": Decimal("0")})
+        entity.setdefault("LinkedTxn", [])
+        entity.setdefault("EmailStatus", "NotSet")
+        entity.setdefault("PrintStatus", "NotSet")
+        entity.setdefault("ApplyTaxAfterDiscount", False)
+        return entity
+
+
+def _not_found() -> QboFault:
+    return QboFault(
+        "610",
+        "Object Not Found",
+        "Object Not Found : Something you're trying to use has been made inactive. "
+        "Check the fields with accounts, customers, items, vendors or employees.",
+    )
+
+
+def _load(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body.decode("utf-8") or "null", parse_float=Decimal)
+    except ValueError:
+        raise QboFault(
+            "2000", "Request Body is Invalid", "Request body could not be parsed as JSON"
+        ) from None
+    if not isinstance(data, dict):
+        raise QboFault("2000", "Request Body is Invalid", "Request body must be a JSON object")
+    return data

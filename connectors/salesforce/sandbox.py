@@ -1,0 +1,1185 @@
+"""A Salesforce org on loopback HTTPS, speaking the REST API's wire format, for tests, demo and benchmarks.
+
+What it emulates (each shape checked against ``shared/fixtures/salesforce``):
+
+- SOAP ``login`` (``POST /services/Soap/u/<ver>``) answering ``serverUrl`` = this sandbox, and the real
+  ``INVALID_LOGIN`` fault (HTTP 500) for wrong credentials; the OAuth password flow on
+  ``/services/oauth2/token``;
+- ``GET /services/data/`` (versions), ``query``/``queryAll`` with a SOQL subset (:mod:`.soql`), and
+  ``queryMore`` through a relative ``nextRecordsUrl`` (``/services/data/v59.0/query/01g...-2000``),
+  2,000 records a page (``Sforce-Query-Options: batchSize=`` between 200 and 2,000 honoured);
+- sObject rows: ``GET``/``PATCH`` by Id, ``POST`` create, ``GET``/``PATCH`` by external id (upsert,
+  201 created / 200 updated / 300 several matches), minimal ``describe``;
+- the errors the connector must survive: ``INVALID_FIELD``, ``MALFORMED_QUERY``, ``INVALID_TYPE``,
+  ``NOT_FOUND``, ``INVALID_SESSION_ID`` (after :meth:`expire_sessions`), ``REQUEST_LIMIT_EXCEEDED``
+  (the daily ``api_limit``, or :meth:`fail_next`), 5xx and slow answers (:meth:`delay_next`).
+
+Records are stored per sObject with 18-character Ids carrying the real key prefixes and checksum.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import re
+import secrets
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from html import escape
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from connectors.salesforce.client import encode_json
+from connectors.salesforce.soql import (
+    Literal,
+    Name,
+    Query,
+    SoqlError,
+    error_pointer,
+    format_datetime,
+    is_date_text,
+    is_datetime_text,
+    is_identifier,
+    parse,
+    parse_datetime,
+)
+from connectors.sandbox import Request, Response, Sandbox
+
+API_VERSIONS = [
+    ("57.0", "Spring '23"),
+    ("58.0", "Summer '23"),
+    ("59.0", "Winter '24"),
+    ("60.0", "Spring '24"),
+    ("61.0", "Summer '24"),
+    ("62.0", "Winter '25"),
+    ("63.0", "Spring '25"),
+    ("64.0", "Summer '25"),
+    ("65.0", "Winter '26"),
+]
+DEFAULT_VERSION = "59.0"
+MAX_BATCH, MIN_BATCH = 2000, 200
+
+KEY_PREFIXES = {
+    "Account": "001",
+    "Contact": "003",
+    "Opportunity": "006",
+    "User": "005",
+    "Product2": "01t",
+    "PricebookEntry": "01u",
+    "Pricebook2": "01s",
+    "Order": "801",
+    "OrderItem": "802",
+    "Organization": "00D",
+}
+
+#: Field types: id, reference, boolean, double, currency, date, datetime, string (and its kin).
+SYSTEM_FIELDS = {
+    "Id": "id",
+    "IsDeleted": "boolean",
+    "CreatedDate": "datetime",
+    "CreatedById": "reference",
+    "LastModifiedDate": "datetime",
+    "LastModifiedById": "reference",
+    "SystemModstamp": "datetime",
+}
+READ_ONLY_FIELDS = frozenset(f.lower() for f in SYSTEM_FIELDS)
+_ADDRESS = {
+    "BillingStreet": "textarea",
+    "BillingCity": "string",
+    "BillingState": "string",
+    "BillingPostalCode": "string",
+    "BillingCountry": "string",
+}
+DEFAULT_SCHEMA: dict[str, dict[str, str]] = {
+    "Account": {
+        "Name": "string",
+        "AccountNumber": "string",
+        "Type": "picklist",
+        "Phone": "phone",
+        "Website": "url",
+        "Description": "textarea",
+        "ParentId": "reference",
+        "OwnerId": "reference",
+        "CurrencyIsoCode": "picklist",
+        **_ADDRESS,
+    },
+    "Contact": {
+        "AccountId": "reference",
+        "FirstName": "string",
+        "LastName": "string",
+        "Name": "string",
+        "Email": "email",
+        "Phone": "phone",
+        "OwnerId": "reference",
+    },
+    "Product2": {
+        "Name": "string",
+        "ProductCode": "string",
+        "Description": "textarea",
+        "Family": "picklist",
+        "IsActive": "boolean",
+        "QuantityUnitOfMeasure": "picklist",
+        "CurrencyIsoCode": "picklist",
+    },
+    "Pricebook2": {
+        "Name": "string",
+        "Description": "textarea",
+        "IsActive": "boolean",
+        "IsStandard": "boolean",
+    },
+    "PricebookEntry": {
+        "Name": "string",
+        "Pricebook2Id": "reference",
+        "Product2Id": "reference",
+        "ProductCode": "string",
+        "UnitPrice": "currency",
+        "IsActive": "boolean",
+        "UseStandardPrice": "boolean",
+        "CurrencyIsoCode": "picklist",
+    },
+    "Order": {
+        "AccountId": "reference",
+        "Pricebook2Id": "reference",
+        "OrderNumber": "string",
+        "Status": "picklist",
+        "Type": "picklist",
+        "EffectiveDate": "date",
+        "EndDate": "date",
+        "ActivatedDate": "datetime",
+        "Description": "textarea",
+        "PoNumber": "string",
+        "TotalAmount": "currency",
+        "CurrencyIsoCode": "picklist",
+        "OwnerId": "reference",
+        **_ADDRESS,
+    },
+    "OrderItem": {
+        "OrderId": "reference",
+        "Product2Id": "reference",
+        "PricebookEntryId": "reference",
+        "OrderItemNumber": "string",
+        "Quantity": "double",
+        "UnitPrice": "currency",
+        "ListPrice": "currency",
+        "TotalPrice": "currency",
+        "ServiceDate": "date",
+        "EndDate": "date",
+        "Description": "textarea",
+    },
+}
+_NUMBER_TYPES = {"double", "currency", "int", "percent"}
+_ID_TYPES = {"id", "reference"}
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_CHECKSUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+
+
+def with_checksum(id15: str) -> str:
+    """The 18-character form of a 15-character Salesforce Id (the case-insensitive suffix)."""
+    suffix = ""
+    for chunk in range(3):
+        bits = 0
+        for i, char in enumerate(id15[chunk * 5 : chunk * 5 + 5]):
+            if "A" <= char <= "Z":
+                bits |= 1 << i
+        suffix += _CHECKSUM[bits]
+    return id15 + suffix
+
+
+def make_id(prefix: str, number: int) -> str:
+    """``<key prefix><pod 'Dx'>0<9 base62 digits>`` plus checksum: sortable in creation order."""
+    digits = ""
+    while True:
+        number, rest = divmod(number, 62)
+        digits = _BASE62[rest] + digits
+        if number == 0:
+            break
+    return with_checksum(f"{prefix}Dx0{digits.rjust(9, '0')}")
+
+
+def _errors(code: str, message: str, fields: list[str] | None = None) -> list[dict[str, Any]]:
+    error: dict[str, Any] = {"message": message, "errorCode": code}
+    if fields is not None:
+        error["fields"] = fields
+    return [error]
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        status,
+        encode_json(body).encode(),
+        headers=headers or {},
+        content_type="application/json;charset=UTF-8",
+    )
+
+
+class ApiError(Exception):
+    """Raised inside handlers; becomes the Salesforce error body."""
+
+    def __init__(self, status: int, code: str, message: str, fields: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.response = _json(status, _errors(code, message, fields))
+
+
+NOT_FOUND_MESSAGE = "The requested resource does not exist"
+SESSION_EXPIRED = _errors("INVALID_SESSION_ID", "Session expired or invalid")
+LIMIT_EXCEEDED = _errors("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+_DEFAULT_FAULT_BODIES: dict[int, Any] = {
+    401: SESSION_EXPIRED,
+    403: LIMIT_EXCEEDED,
+    500: _errors(
+        "UNKNOWN_EXCEPTION",
+        "An unexpected error occurred. Please include this ErrorId if you contact support: 1234567-89 (-1)",
+    ),
+    503: _errors("SERVER_UNAVAILABLE", "Server temporarily unavailable, please try again later."),
+}
+
+_INVALID_LOGIN_FAULT = (
+    '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
+    'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:sf="urn:fault.partner.soap.sforce.com" '
+    'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault>'
+    "<faultcode>INVALID_LOGIN</faultcode><faultstring>INVALID_LOGIN: Invalid username, password, security "
+    'token; or user locked out.</faultstring><detail><sf:LoginFault xsi:type="sf:LoginFault">'
+    "<sf:exceptionCode>INVALID_LOGIN</sf:exceptionCode><sf:exceptionMessage>Invalid username, password, "
+    "security token; or user locked out.</sf:exceptionMessage></sf:LoginFault></detail></soapenv:Fault>"
+    "</soapenv:Body></soapenv:Envelope>"
+)
+
+
+@dataclass
+class _Fault:
+    remaining: int
+    kinds: frozenset[str] | None
+    status: int | None = None
+    body: Any = None
+    headers: dict[str, str] | None = None
+    delay: float = 0.0
+
+
+@dataclass
+class _Step:
+    """One hop of a field path: the reference field followed and the relationship name it answers to."""
+
+    relationship: str
+    field: str
+
+
+@dataclass
+class _Path:
+    steps: list[_Step]
+    field: str  # canonical final field name
+    type: str
+    text: str
+
+
+@dataclass
+class _Cursor:
+    sobject: str
+    rows: list[dict[str, Any]]
+    batch: int
+
+
+class SalesforceSandbox(Sandbox):
+    """The emulated org; see the module docstring for the API surface.
+
+    Test controls: :meth:`add_records`, :meth:`touch`, :meth:`records`, :meth:`define_fields`,
+    :meth:`expire_sessions`, :meth:`fail_next`, :meth:`delay_next`, ``now`` (the clock), ``api_limit``,
+    ``calls`` / ``calls_by_kind``.
+    """
+
+    system = "salesforce"
+
+    def __init__(
+        self,
+        *,
+        username: str = "demo@billsync.example",
+        password: str = "billsync-demo-pass",
+        security_token: str = "DemoToken0123456789ab",
+        now: Callable[[], dt.datetime] | None = None,
+        api_limit: int = 1_000_000,
+        port: int = 0,
+        tls: bool = True,
+        cert_dir: Path | None = None,
+    ) -> None:
+        super().__init__(port=port, tls=tls, cert_dir=cert_dir)
+        self._initial = (username, password, security_token, api_limit)
+        self.now: Callable[[], dt.datetime] = now or (lambda: dt.datetime.now(dt.UTC))
+        self.calls_by_kind: Counter[str] = Counter()
+        self._state = threading.RLock()
+        self.org_id = make_id("00D", 1)
+        self.user_id = make_id("005", 1)
+        self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
+        self._schema: dict[str, dict[str, tuple[str, str]]] = {}  # sobject -> lower name -> (name, type)
+        self._sobjects: dict[str, str] = {}  # lower -> canonical
+        self._prefixes: dict[str, str] = {}  # sobject -> key prefix
+        self._by_prefix: dict[str, str] = {}
+        self._data: dict[str, dict[str, dict[str, Any]]] = {}
+        self._sessions: set[str] = set()
+        self._faults: list[_Fault] = []
+        self.reset()
+        self._register_routes()
+
+    def reset(self) -> None:
+        """Back to an empty org with the constructor's credentials and limit; counters to zero.
+
+        Cheaper than a new sandbox (no new certificate, no server restart), so a test module can share one.
+        """
+        with self._state:
+            self.username, self.password, self.security_token, self.api_limit = self._initial
+            self.api_usage = 0
+            self._serial = 0
+            self._locator_serial = 0
+            for table in (
+                self._sessions,
+                self._cursors,
+                self._schema,
+                self._sobjects,
+                self._prefixes,
+                self._by_prefix,
+                self._data,
+            ):
+                table.clear()
+            self._faults = []
+            for sobject, fields in DEFAULT_SCHEMA.items():
+                self.define_fields(sobject, fields)
+            self.calls_by_kind.clear()
+        self.reset_counters()
+
+    # -- persistence (the demo continues the same org across runs) -----------------------------------
+    def save_state(self, path: Path) -> None:
+        """Write the org's records and schema to ``path`` (JSON; money stays exact)."""
+        with self._state:
+            state = {
+                "serial": self._serial,
+                "schema": {k: {f: list(v) for f, v in fields.items()} for k, fields in self._schema.items()},
+                "sobjects": self._sobjects,
+                "prefixes": self._prefixes,
+                "by_prefix": self._by_prefix,
+                "data": self._data,
+            }
+            path.write_text(json.dumps(state, default=_encode_exact), encoding="utf-8")
+
+    def load_state(self, path: Path) -> None:
+        """Resume from :meth:`save_state`; sessions and query cursors start empty."""
+        state = json.loads(path.read_text(encoding="utf-8"), object_hook=_decode_exact)
+        with self._state:
+            self._serial = int(state["serial"])
+            self._schema = {
+                k: {f: (v[0], v[1]) for f, v in fields.items()} for k, fields in state["schema"].items()
+            }
+            self._sobjects = dict(state["sobjects"])
+            self._prefixes = dict(state["prefixes"])
+            self._by_prefix = dict(state["by_prefix"])
+            self._data = state["data"]
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def __enter__(self) -> SalesforceSandbox:
+        return self.start()
+
+    # -- state helpers (also the test API) ---------------------------------------------------------
+    def _ensure_sobject(self, sobject: str) -> str:
+        if not is_identifier(sobject):
+            raise ValueError(f"not an sObject name: {sobject!r}")
+        with self._state:
+            canonical = self._sobjects.get(sobject.lower())
+            if canonical is not None:
+                return canonical
+            self._sobjects[sobject.lower()] = sobject
+            prefix = KEY_PREFIXES.get(sobject)
+            if prefix is None:  # custom objects get a0..., a1..., like a real org
+                n = sum(1 for p in self._prefixes.values() if p.startswith("a"))
+                prefix = "a" + _BASE62[n // 62] + _BASE62[n % 62]
+            self._prefixes[sobject] = prefix
+            self._by_prefix[prefix] = sobject
+            self._schema[sobject] = {name.lower(): (name, kind) for name, kind in SYSTEM_FIELDS.items()}
+            self._data[sobject] = {}
+            return sobject
+
+    def define_fields(self, sobject: str, fields: Mapping[str, str] | Iterable[str]) -> None:
+        """Declare fields (name -> type, or names typed ``string``); unknown objects become custom objects."""
+        canonical = self._ensure_sobject(sobject)
+        items = fields.items() if isinstance(fields, Mapping) else ((name, "string") for name in fields)
+        with self._state:
+            schema = self._schema[canonical]
+            for name, kind in items:
+                if not is_identifier(name):
+                    raise ValueError(f"not a field name: {name!r}")
+                schema.setdefault(name.lower(), (name, kind))
+
+    def _field(self, sobject: str, name: str) -> tuple[str, str] | None:
+        return self._schema[sobject].get(name.lower())
+
+    def _next_id(self, sobject: str) -> str:
+        self._serial += 1
+        return make_id(self._prefixes[sobject], self._serial)
+
+    def _attributes(self, sobject: str, record_id: str, version: str = DEFAULT_VERSION) -> dict[str, str]:
+        return {"type": sobject, "url": f"/services/data/v{version}/sobjects/{sobject}/{record_id}"}
+
+    @staticmethod
+    def _infer_type(value: Any) -> str:
+        if isinstance(value, bool):
+            return "boolean"
+        if isinstance(value, (int, float, Decimal)):
+            return "double"
+        if isinstance(value, dt.datetime) or (isinstance(value, str) and is_datetime_text(value)):
+            return "datetime"
+        if isinstance(value, dt.date) or (isinstance(value, str) and is_date_text(value)):
+            return "date"
+        return "string"
+
+    def _store_value(self, kind: str, value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            return format_datetime(value)
+        if isinstance(value, dt.date):
+            return value.isoformat()
+        if isinstance(value, float):
+            return Decimal(repr(value))
+        if kind == "datetime" and isinstance(value, str) and is_datetime_text(value):
+            return format_datetime(parse_datetime(value))
+        return value
+
+    def _apply(
+        self, sobject: str, record: dict[str, Any], changes: Mapping[str, Any], *, extend: bool
+    ) -> None:
+        for name, value in changes.items():
+            known = self._field(sobject, name)
+            if known is None:
+                if not extend:
+                    raise ApiError(
+                        400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {sobject}"
+                    )
+                self.define_fields(sobject, {name: self._infer_type(value)})
+                known = (name, self._infer_type(value))
+            record[known[0]] = self._store_value(known[1], value)
+
+    def add_records(self, sobject: str, records: list[dict[str, Any]]) -> list[str]:
+        """Insert records (unknown fields are added to the schema); returns their new 18-char Ids.
+
+        ``CreatedDate``/``SystemModstamp`` default to ``now()``; pass them (datetime or API text) to
+        place records in time.
+        """
+        canonical = self._ensure_sobject(sobject)
+        ids: list[str] = []
+        with self._state:
+            stamp = format_datetime(self.now())
+            for given in records:
+                record_id = given.get("Id") or self._next_id(canonical)
+                record: dict[str, Any] = {
+                    "attributes": self._attributes(canonical, record_id),
+                    "Id": record_id,
+                    "IsDeleted": False,
+                    "CreatedDate": stamp,
+                    "CreatedById": self.user_id,
+                    "LastModifiedDate": stamp,
+                    "LastModifiedById": self.user_id,
+                    "SystemModstamp": stamp,
+                }
+                self._apply(canonical, record, {k: v for k, v in given.items() if k != "Id"}, extend=True)
+                if "SystemModstamp" in given and "LastModifiedDate" not in given:
+                    record["LastModifiedDate"] = record["SystemModstamp"]
+                self._data[canonical][record_id] = record
+                ids.append(record_id)
+        return ids
+
+    def touch(self, sobject: str, record_id: str, **changes: Any) -> dict[str, Any]:
+        """Change a record as a Salesforce user would: fields updated, ``SystemModstamp`` set to now."""
+        canonical = self._ensure_sobject(sobject)
+        with self._state:
+            record = self._data[canonical][record_id]
+            self._apply(canonical, record, changes, extend=True)
+            stamp = format_datetime(self.now())
+            record["SystemModstamp"] = record["LastModifiedDate"] = stamp
+            return copy.deepcopy(record)
+
+    def records(self, sobject: str) -> list[dict[str, Any]]:
+        """Copies of the stored records of ``sobject``, in insertion order, with ``attributes``."""
+        canonical = self._sobjects.get(sobject.lower())
+        if canonical is None:
+            return []
+        with self._state:
+            return copy.deepcopy(list(self._data[canonical].values()))
+
+    def expire_sessions(self) -> None:
+        """Invalidate every session: the next call gets 401 ``INVALID_SESSION_ID`` (re-login needed)."""
+        with self._state:
+            self._sessions.clear()
+
+    def fail_next(
+        self,
+        status: int = 503,
+        body: Any = None,
+        *,
+        count: int = 1,
+        kinds: Iterable[str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer the next ``count`` matching calls with ``status`` and ``body``.
+
+        The default body is the real one for 401/403 (``REQUEST_LIMIT_EXCEEDED``)/500/503. ``kinds`` limits
+        the fault to call kinds (``query``, ``query_more``, ``upsert``, ``login``...); by default every
+        call but logins.
+        """
+        if body is None:
+            body = _DEFAULT_FAULT_BODIES.get(status, _errors("UNKNOWN_EXCEPTION", f"injected HTTP {status}"))
+        with self._state:
+            self._faults.append(
+                _Fault(count, frozenset(kinds) if kinds else None, status=status, body=body, headers=headers)
+            )
+
+    def delay_next(self, seconds: float, *, count: int = 1, kinds: Iterable[str] | None = None) -> None:
+        """Hold the next ``count`` matching calls for ``seconds`` before answering (to provoke timeouts)."""
+        with self._state:
+            self._faults.append(_Fault(count, frozenset(kinds) if kinds else None, delay=seconds))
+
+    def _take_faults(self, kind: str) -> list[_Fault]:
+        taken: list[_Fault] = []
+        with self._state:
+            for fault in self._faults:
+                applies = kind in fault.kinds if fault.kinds is not None else kind not in ("login", "oauth")
+                if applies and fault.remaining > 0:
+                    fault.remaining -= 1
+                    taken.append(fault)
+            self._faults = [f for f in self._faults if f.remaining > 0]
+        return taken
+
+    # -- routing ---------------------------------------------------------------------------------
+    def _register_routes(self) -> None:
+        v = r"/services/data/v(?P<version>\d+\.\d)"
+        add = self._add
+        add("POST", r"/services/Soap/u/(?P<version>\d+\.\d)", "login", self._soap_login, auth=False)
+        add("POST", r"/services/oauth2/token", "oauth", self._oauth_token, auth=False)
+        add("GET", r"/services/data/?", "versions", self._versions, auth=False)
+        add("GET", v + r"/?", "resources", self._resources)
+        add("GET", v + r"/(?P<endpoint>query|queryAll)/?", "query", self._query)
+        add(
+            "GET",
+            v + r"/(?:query|queryAll)/(?P<locator>01g\w+)-(?P<offset>\d+)",
+            "query_more",
+            self._query_more,
+        )
+        add("GET", v + r"/limits/?", "limits", self._limits)
+        add("POST", v + r"/sobjects/(?P<sobject>\w+)/?", "sobject_create", self._create)
+        add("GET", v + r"/sobjects/(?P<sobject>\w+)/describe/?", "describe", self._describe)
+        add("GET", v + r"/sobjects/(?P<sobject>\w+)/(?P<id>\w+)", "sobject_get", self._get)
+        add("PATCH", v + r"/sobjects/(?P<sobject>\w+)/(?P<id>\w+)", "sobject_update", self._update)
+        add(
+            "GET",
+            v + r"/sobjects/(?P<sobject>\w+)/(?P<field>\w+)/(?P<value>[^/]+)",
+            "sobject_get",
+            self._get_by,
+        )
+        add(
+            "PATCH", v + r"/sobjects/(?P<sobject>\w+)/(?P<field>\w+)/(?P<value>[^/]+)", "upsert", self._upsert
+        )
+
+    def _add(
+        self,
+        method: str,
+        pattern: str,
+        kind: str,
+        handler: Callable[[Request], Response],
+        *,
+        auth: bool = True,
+    ) -> None:
+        def serve(request: Request) -> Response:
+            with self._state:
+                self.calls_by_kind[kind] += 1
+            for fault in self._take_faults(kind):
+                if fault.delay:
+                    time.sleep(fault.delay)
+                if fault.status is not None:
+                    return _json(fault.status, fault.body, fault.headers)
+            try:
+                if request.match is not None and "version" in request.match.groupdict():
+                    if request.match["version"] not in {ver for ver, _ in API_VERSIONS}:
+                        raise ApiError(404, "NOT_FOUND", NOT_FOUND_MESSAGE)
+                if auth:
+                    self._authenticate(request)
+                response = handler(request)
+            except ApiError as error:
+                response = error.response
+            if auth:
+                response.headers.setdefault(
+                    "Sforce-Limit-Info", f"api-usage={self.api_usage}/{self.api_limit}"
+                )
+            return response
+
+        self.route(method, pattern, serve)
+
+    def not_found(self, request: Request) -> Response:
+        return _json(404, _errors("NOT_FOUND", NOT_FOUND_MESSAGE))
+
+    def _authenticate(self, request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        over = False
+        with self._state:
+            valid = scheme.lower() in ("bearer", "oauth") and token.strip() in self._sessions
+            if valid:
+                self.api_usage += 1
+                over = self.api_usage > self.api_limit
+        if not valid:
+            raise _Reply(_json(401, SESSION_EXPIRED, {"WWW-Authenticate": "Token"}))
+        if over:
+            raise _Reply(_json(403, LIMIT_EXCEEDED))
+
+    def _new_session(self) -> str:
+        session_id = f"{self.org_id[:15]}!{secrets.token_urlsafe(48)}"
+        with self._state:
+            self._sessions.add(session_id)
+        return session_id
+
+    def _credentials_ok(self, username: str, password: str) -> bool:
+        return username == self.username and password in (self.password + self.security_token,)
+
+    # -- login -------------------------------------------------------------------------------------
+    def _soap_login(self, request: Request) -> Response:
+        try:
+            root = ET.fromstring(request.body)
+        except ET.ParseError:
+            return Response(500, _INVALID_LOGIN_FAULT, content_type="text/xml;charset=UTF-8")
+        username = root.findtext(".//{*}username") or ""
+        password = root.findtext(".//{*}password") or ""
+        if not self._credentials_ok(username, password):
+            return Response(500, _INVALID_LOGIN_FAULT, content_type="text/xml;charset=UTF-8")
+        version = request.match["version"] if request.match else DEFAULT_VERSION
+        session_id = self._new_session()
+        base = self.base_url
+        body = f"""<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns="urn:partner.soap.sforce.com" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+   <soapenv:Body>
+      <loginResponse>
+         <result>
+            <metadataServerUrl>{base}/services/Soap/m/{version}/{self.org_id[:15]}</metadataServerUrl>
+            <passwordExpired>false</passwordExpired>
+            <sandbox>true</sandbox>
+            <serverUrl>{base}/services/Soap/u/{version}/{self.org_id[:15]}</serverUrl>
+            <sessionId>{escape(session_id)}</sessionId>
+            <userId>{self.user_id}</userId>
+            <userInfo>
+               <accessibilityMode>false</accessibilityMode>
+               <currencySymbol>$</currencySymbol>
+               <orgAttachmentFileSizeLimit>5242880</orgAttachmentFileSizeLimit>
+               <orgDefaultCurrencyIsoCode>USD</orgDefaultCurrencyIsoCode>
+               <orgDisallowHtmlAttachments>false</orgDisallowHtmlAttachments>
+               <orgHasPersonAccounts>false</orgHasPersonAccounts>
+               <organizationId>{self.org_id}</organizationId>
+               <organizationMultiCurrency>false</organizationMultiCurrency>
+               <organizationName>billsync sandbox</organizationName>
+               <profileId>00eDx0000000001AAA</profileId>
+               <roleId xsi:nil="true" />
+               <sessionSecondsValid>7200</sessionSecondsValid>
+               <userDefaultCurrencyIsoCode xsi:nil="true" />
+               <userEmail>{escape(self.username)}</userEmail>
+               <userFullName>Demo User</userFullName>
+               <userId>{self.user_id}</userId>
+               <userLanguage>en_US</userLanguage>
+               <userLocale>en_US</userLocale>
+               <userName>{escape(self.username)}</userName>
+               <userTimeZone>UTC</userTimeZone>
+               <userType>Standard</userType>
+               <userUiSkin>Theme3</userUiSkin>
+            </userInfo>
+         </result>
+      </loginResponse>
+   </soapenv:Body>
+</soapenv:Envelope>
+"""
+        return Response(200, body, content_type="text/xml;charset=UTF-8")
+
+    def _oauth_token(self, request: Request) -> Response:
+        form = {k: v[0] for k, v in parse_qs(request.body.decode("utf-8", "replace")).items()}
+        if form.get("grant_type") != "password":
+            return _json(
+                400, {"error": "unsupported_grant_type", "error_description": "grant type not supported"}
+            )
+        if not self._credentials_ok(form.get("username", ""), form.get("password", "")):
+            return _json(400, {"error": "invalid_grant", "error_description": "authentication failure"})
+        return _json(
+            200,
+            {
+                "access_token": self._new_session(),
+                "instance_url": self.base_url,
+                "id": f"{self.base_url}/id/{self.org_id}/{self.user_id}",
+                "token_type": "Bearer",
+                "issued_at": str(int(self.now().timestamp() * 1000)),
+                "signature": secrets.token_urlsafe(32),
+            },
+        )
+
+    # -- metadata ----------------------------------------------------------------------------------
+    def _versions(self, request: Request) -> Response:
+        return _json(
+            200,
+            [
+                {"label": label, "url": f"/services/data/v{ver}", "version": ver}
+                for ver, label in API_VERSIONS
+            ],
+        )
+
+    def _resources(self, request: Request) -> Response:
+        base = f"/services/data/v{request.match['version'] if request.match else DEFAULT_VERSION}"
+        names = ["limits", "query", "queryAll", "sobjects"]
+        return _json(200, {name: f"{base}/{name}" for name in names})
+
+    def _limits(self, request: Request) -> Response:
+        return _json(
+            200, {"DailyApiRequests": {"Max": self.api_limit, "Remaining": self.api_limit - self.api_usage}}
+        )
+
+    def _sobject_or_404(self, name: str) -> str:
+        canonical = self._sobjects.get(name.lower())
+        if canonical is None:
+            raise ApiError(404, "NOT_FOUND", NOT_FOUND_MESSAGE)
+        return canonical
+
+    def _describe(self, request: Request) -> Response:
+        assert request.match is not None
+        sobject = self._sobject_or_404(request.match["sobject"])
+        base = f"/services/data/v{request.match['version']}/sobjects/{sobject}"
+        fields = [
+            {
+                "name": name,
+                "type": kind,
+                "label": name,
+                "custom": name.endswith("__c"),
+                "nillable": name.lower() not in READ_ONLY_FIELDS,
+                "createable": name.lower() not in READ_ONLY_FIELDS,
+                "updateable": name.lower() not in READ_ONLY_FIELDS,
+                "externalId": name.endswith("__c"),
+                "idLookup": name == "Id" or name.endswith("__c"),
+            }
+            for name, kind in self._schema[sobject].values()
+        ]
+        return _json(
+            200,
+            {
+                "name": sobject,
+                "label": sobject,
+                "custom": sobject.endswith("__c"),
+                "keyPrefix": self._prefixes[sobject],
+                "queryable": True,
+                "createable": True,
+                "updateable": True,
+                "fields": fields,
+                "urls": {"sobject": base, "describe": f"{base}/describe", "rowTemplate": f"{base}/{{ID}}"},
+            },
+        )
+
+    # -- query -------------------------------------------------------------------------------------
+    def _query(self, request: Request) -> Response:
+        assert request.match is not None
+        version = request.match["version"]
+        text = request.arg("q")
+        if not text:
+            raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
+        batch = self._batch_size(request.headers.get("sforce-query-options", ""))
+        with self._state:
+            try:
+                query = parse(text)
+                sobject, rows = self._run(query, text, version)
+            except SoqlError as error:
+                position = error.position if error.position is not None else 0
+                raise ApiError(400, error.code, error_pointer(text, position, error.message)) from None
+            if query.count_only:
+                return _json(200, {"totalSize": len(rows), "done": True, "records": []})
+            if len(rows) <= batch:
+                return _json(200, {"totalSize": len(rows), "done": True, "records": rows})
+            self._locator_serial += 1
+            locator = make_id("01g", self._locator_serial)
+            self._cursors[locator] = _Cursor(sobject, rows, batch)
+            while len(self._cursors) > 100:  # like the org's open-cursor limit: oldest closed first
+                self._cursors.popitem(last=False)
+        return self._page(version, locator, 0)
+
+    def _query_more(self, request: Request) -> Response:
+        assert request.match is not None
+        with self._state:
+            if request.match["locator"] not in self._cursors:
+                raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+        return self._page(request.match["version"], request.match["locator"], int(request.match["offset"]))
+
+    def _page(self, version: str, locator: str, offset: int) -> Response:
+        with self._state:
+            cursor = self._cursors[locator]
+            rows = cursor.rows[offset : offset + cursor.batch]
+            end = offset + len(rows)
+            body: dict[str, Any] = {"totalSize": len(cursor.rows), "done": end >= len(cursor.rows)}
+            if end < len(cursor.rows):
+                body["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}-{end}"
+            body["records"] = rows
+        return _json(200, body)
+
+    @staticmethod
+    def _batch_size(options: str) -> int:
+        for part in options.split(","):
+            key, _, value = part.strip().partition("=")
+            if key.strip().lower() == "batchsize" and value.strip().isdigit():
+                return max(MIN_BATCH, min(MAX_BATCH, int(value)))
+        return MAX_BATCH
+
+    def _run(self, query: Query, text: str, version: str) -> tuple[str, list[dict[str, Any]]]:
+        sobject = self._sobjects.get(query.sobject.path.lower())
+        if sobject is None:
+            raise SoqlError(
+                "INVALID_TYPE",
+                f"sObject type '{query.sobject.path}' is not supported. If you are attempting to use a custom "
+                "object, be sure to append the '__c' after the entity name. Please reference your WSDL or the "
+                "describe call for the appropriate names.",
+                query.sobject.position,
+            )
+        selected: list[_Path] = []
+        for name in query.fields:
+            path = self._resolve(sobject, name)
+            if any(p.text.lower() == path.text.lower() for p in selected):
+                raise SoqlError("INVALID_FIELD", f"duplicate field selected: {name.path}", name.position)
+            selected.append(path)
+        conditions = [(self._resolve(sobject, c.name), c) for c in query.where]
+        for path, condition in conditions:
+            self._check_literal(path, condition.name, condition.value)
+        order = [(self._resolve(sobject, key.name), key) for key in query.order_by]
+
+        matched = [
+            record
+            for record in self._data[sobject].values()
+            if all(
+                self._matches(self._value(record, path), path.type, c.op, c.value) for path, c in conditions
+            )
+        ]
+        for path, key in reversed(order):
+            present = [r for r in matched if self._value(r, path) is not None]
+            missing = [r for r in matched if self._value(r, path) is None]
+            present.sort(key=self._sorter(path), reverse=key.descending)
+            matched = present + missing if key.nulls_last else missing + present
+        matched = matched[query.offset :]
+        if query.limit is not None:
+            matched = matched[: query.limit]
+        if query.count_only:
+            return sobject, [{} for _ in matched]
+        return sobject, [self._project(sobject, record, selected, version) for record in matched]
+
+    def _sorter(self, path: _Path) -> Callable[[dict[str, Any]], Any]:
+        def key(record: dict[str, Any]) -> Any:
+            return _sort_key(path.type, self._value(record, path))
+
+        return key
+
+    def _resolve(self, sobject: str, name: Name) -> _Path:
+        segments = name.path.split(".")
+        current: str | None = sobject
+        steps: list[_Step] = []
+        for relationship in segments[:-1]:
+            assert current is not None
+            if relationship.lower().endswith("__r"):
+                ref = self._field(current, relationship[:-3] + "__c")
+            else:
+                ref = self._field(current, relationship + "Id")
+            if ref is None or ref[1] not in _ID_TYPES:
+                raise SoqlError(
+                    "INVALID_FIELD",
+                    f"Didn't understand relationship '{relationship}' in field path. If you are attempting to use "
+                    "a custom relationship, be sure to append the '__r' after the custom relationship name. "
+                    "Please reference your WSDL or the describe call for the appropriate names.",
+                    name.position,
+                )
+            rel_name = ref[0][:-3] + "__r" if ref[0].endswith("__c") else ref[0][:-2]
+            steps.append(_Step(rel_name, ref[0]))
+            current = self._target(current, ref[0], rel_name)
+            if current is None:  # nothing to validate against yet: accept the rest of the path
+                return _Path(steps, segments[-1], "string", name.path)
+        assert current is not None
+        found = self._field(current, segments[-1])
+        if found is None:
+            raise SoqlError(
+                "INVALID_FIELD",
+                f"No such column '{segments[-1]}' on entity '{current}'. If you are attempting to use a custom "
+                "field, be sure to append the '__c' after the custom field name. Please reference your WSDL or "
+                "the describe call for the appropriate names.",
+                name.position,
+            )
+        text = ".".join([*(s.relationship for s in steps), found[0]])
+        return _Path(steps, found[0], found[1], text)
+
+    def _target(self, sobject: str, field: str, relationship: str) -> str | None:
+        """The object a reference field points to: by naming convention, else by a stored value's prefix."""
+        if field in ("OwnerId", "CreatedById", "LastModifiedById"):
+            return self._sobjects.get("user")
+        if field == "ParentId":
+            return sobject
+        by_name = self._sobjects.get(relationship.lower())
+        if by_name is not None:
+            return by_name
+        for record in self._data[sobject].values():
+            value = record.get(field)
+            if isinstance(value, str) and value[:3] in self._by_prefix:
+                return self._by_prefix[value[:3]]
+        return None
+
+    def _lookup(self, record_id: Any) -> dict[str, Any] | None:
+        if not isinstance(record_id, str):
+            return None
+        sobject = self._by_prefix.get(record_id[:3])
+        return self._data[sobject].get(record_id) if sobject else None
+
+    def _value(self, record: dict[str, Any] | None, path: _Path) -> Any:
+        for step in path.steps:
+            if record is None:
+                return None
+            record = self._lookup(record.get(step.field))
+        if record is None:
+            return None
+        return record.get(path.field)
+
+    def _project(
+        self, sobject: str, record: dict[str, Any], paths: list[_Path], version: str
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = {"attributes": self._attributes(sobject, record["Id"], version)}
+        for path in paths:
+            self._put(row, record, path.steps, path, version)
+        return row
+
+    def _put(
+        self, row: dict[str, Any], record: dict[str, Any], steps: list[_Step], path: _Path, version: str
+    ) -> None:
+        if not steps:
+            row[path.field] = record.get(path.field)
+            return
+        step = steps[0]
+        parent = self._lookup(record.get(step.field))
+        if parent is None:
+            row[step.relationship] = None
+            return
+        nested = row.get(step.relationship)
+        if nested is None:
+            nested = {"attributes": self._attributes(parent["attributes"]["type"], parent["Id"], version)}
+            row[step.relationship] = nested
+        self._put(nested, parent, steps[1:], path, version)
+
+    def _check_literal(self, path: _Path, name: Name, value: Literal | tuple[Literal, ...]) -> None:
+        """Refuse a literal of the wrong type, as Salesforce does (the classic: a quoted datetime)."""
+        if path.type in _NUMBER_TYPES:
+            expected, kind = "double", "number"
+        else:
+            expected, kind = {
+                "datetime": ("dateTime", "datetime"),
+                "date": ("date", "date"),
+                "boolean": ("boolean", "boolean"),
+            }.get(path.type, ("string", "string"))
+        for literal in value if isinstance(value, tuple) else (value,):
+            if literal.kind in ("null", kind):
+                continue
+            quoting = (
+                "should be enclosed in quotes" if kind == "string" else "should not be enclosed in quotes"
+            )
+            raise SoqlError(
+                "INVALID_FIELD",
+                f"value of filter criterion for field '{name.path}' must be of type {expected} and {quoting}",
+                name.position,
+            )
+
+    @staticmethod
+    def _matches(actual: Any, kind: str, op: str, expected: Literal | tuple[Literal, ...]) -> bool:
+        if isinstance(expected, tuple):
+            hit = any(SalesforceSandbox._matches(actual, kind, "=", e) for e in expected)
+            return hit if op == "IN" else not hit
+        if expected.kind == "null":
+            return (actual is None) == (op == "=") if op in ("=", "!=") else False
+        if actual is None:
+            return op == "!="
+        left, right = _sort_key(kind, actual), _sort_key(kind, expected.value)
+        if op == "LIKE":
+            return _like(str(expected.value), str(actual))
+        return bool(
+            {
+                "=": left == right,
+                "!=": left != right,
+                "<": left < right,
+                "<=": left <= right,
+                ">": left > right,
+                ">=": left >= right,
+            }[op]
+        )
+
+    # -- sObject rows ------------------------------------------------------------------------------
+    def _get(self, request: Request) -> Response:
+        assert request.match is not None
+        sobject = self._sobject_or_404(request.match["sobject"])
+        with self._state:
+            record = self._data[sobject].get(request.match["id"])
+            if record is None:
+                raise ApiError(404, "NOT_FOUND", NOT_FOUND_MESSAGE)
+            return _json(
+                200, self._full_record(sobject, record, request.match["version"], request.arg("fields"))
+            )
+
+    def _full_record(
+        self, sobject: str, record: dict[str, Any], version: str, fields: str | None
+    ) -> dict[str, Any]:
+        names = [n for n, _ in self._schema[sobject].values()]
+        if fields:
+            names = []
+            for name in fields.split(","):
+                found = self._field(sobject, name.strip())
+                if found is None:
+                    raise ApiError(
+                        400, "INVALID_FIELD", f"No such column '{name.strip()}' on sobject of type {sobject}"
+                    )
+                names.append(found[0])
+        body: dict[str, Any] = {"attributes": self._attributes(sobject, record["Id"], version)}
+        body.update({name: record.get(name) for name in names})
+        return body
+
+    def _get_by(self, request: Request) -> Response:
+        assert request.match is not None
+        sobject = self._sobject_or_404(request.match["sobject"])
+        with self._state:
+            field, matches = self._by_external_id(
+                sobject, request.match["field"], unquote(request.match["value"])
+            )
+            if not matches:
+                raise ApiError(404, "NOT_FOUND", NOT_FOUND_MESSAGE)
+            if len(matches) > 1:
+                return self._multiple(matches, request.match["version"])
+            return _json(
+                200, self._full_record(sobject, matches[0], request.match["version"], request.arg("fields"))
+            )
+
+    def _by_external_id(self, sobject: str, field: str, value: str) -> tuple[str, list[dict[str, Any]]]:
+        found = self._field(sobject, field)
+        if found is None:
+            raise ApiError(
+                404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {field}"
+            )
+        name = found[0]
+        return name, [
+            r for r in self._data[sobject].values() if r.get(name) is not None and str(r[name]) == value
+        ]
+
+    def _multiple(self, matches: list[dict[str, Any]], version: str) -> Response:
+        return _json(
+            300, [self._attributes(r["attributes"]["type"], r["Id"], version)["url"] for r in matches]
+        )
+
+    def _body(self, request: Request, sobject: str) -> dict[str, Any]:
+        try:
+            body = json.loads(request.body or b"{}", parse_float=Decimal)
+        except (ValueError, InvalidOperation):
+            raise ApiError(
+                400, "JSON_PARSER_ERROR", "Unexpected character: was expecting a JSON object"
+            ) from None
+        if not isinstance(body, dict):
+            raise ApiError(
+                400, "JSON_PARSER_ERROR", "Cannot deserialize instance of sObject from a non-object"
+            )
+        body.pop("attributes", None)
+        read_only = [name for name in body if name.lower() in READ_ONLY_FIELDS]
+        if read_only:
+            raise ApiError(
+                400,
+                "INVALID_FIELD_FOR_INSERT_UPDATE",
+                f"Unable to create/update fields: {', '.join(read_only)}. Please check the security settings of "
+                "this field and verify that it is read/write for your profile or permission set.",
+                read_only,
+            )
+        for name in body:
+            if self._field(sobject, name) is None:
+                raise ApiError(400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {sobject}")
+        return body
+
+    def _insert(self, sobject: str, body: dict[str, Any]) -> str:
+        return self.add_records(sobject, [body])[0]
+
+    def _modify(self, sobject: str, record: dict[str, Any], body: dict[str, Any]) -> None:
+        self._apply(sobject, record, body, extend=False)
+        record["SystemModstamp"] = record["LastModifiedDate"] = format_datetime(self.now())
+        record["LastModifiedById"] = self.user_id
+
+    def _create(self, request: Request) -> Response:
+        assert request.match is not None
+        sobject = self._sobject_or_404(request.match["sobject"])
+        with self._state:
+            record_id = self._insert(sobject, self._body(request, sobject))
+        return _json(201, {"id": record_id, "success": True, "errors": []})
+
+    def _update(self, request: Request) -> Response:
+        assert request.match is not None
+        sobject = self._sobject_or_404(request.match["sobject"])
+        with self._state:
+            record = self._data[sobject].get(request.match["id"])
+            if record is None:
+                raise ApiError(404, "NOT_FOUND", NOT_FOUND_MESSAGE)
+            self._modify(sobject, record, self._body(request, sobject))
+        return Response(204)
+
+    def _upsert(self, request: Request) -> Response:
+        assert request.match is not None
+        sobject = self._sobject_or_404(request.match["sobject"])
+        value = unquote(request.match["value"])
+        with self._state:
+            field, matches = self._by_external_id(sobject, request.match["field"], value)
+            body = self._body(request, sobject)
+            if len(matches) > 1:
+                return self._multiple(matches, request.match["version"])
+            if matches:
+                self._modify(sobject, matches[0], body)
+                return _json(200, {"id": matches[0]["Id"], "success": True, "errors": [], "created": False})
+            if field == "Id":
+                raise ApiError(404, "NOT_FOUND", NOT_FOUND_MESSAGE)
+            record_id = self._insert(sobject, {**body, field: value})
+        return _json(201, {"id": record_id, "success": True, "errors": [], "created": True})
+
+
+class _Reply(ApiError):
+    """An ApiError carrying a ready-made response (auth and limit answers)."""
+
+    def __init__(self, response: Response) -> None:
+        Exception.__init__(self, "reply")
+        self.response = response
+
+
+def _sort_key(kind: str, value: Any) -> Any:
+    """A comparable form of a stored value or literal, by field type (SOQL compares text case-insensitively)."""
+    if kind == "datetime":
+        return parse_datetime(value) if isinstance(value, str) else value
+    if kind == "date":
+        return dt.date.fromisoformat(value) if isinstance(value, str) else value
+    if kind in _NUMBER_TYPES:
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+    if kind == "boolean":
+        return bool(value)
+    if kind in _ID_TYPES:
+        return str(value)
+    return str(value).casefold()
+
+
+def _like(pattern: str, value: str) -> bool:
+    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.IGNORECASE | re.DOTALL) is not None
+
+
+def _encode_exact(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return {"$decimal": str(value)}
+    if isinstance(value, dt.datetime | dt.date):
+        return {"$" + type(value).__name__: value.isoformat()}
+    raise TypeError(f"cannot save {type(value).__name__} in the sandbox state")
+
+
+def _decode_exact(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1:
+        ((key, value),) = obj.items()
+        if key == "$decimal":
+            return Decimal(value)
+        if key == "$datetime":
+            return dt.datetime.fromisoformat(value)
+        if key == "$date":
+            return dt.date.fromisoformat(value)
+    return obj
