@@ -33,7 +33,9 @@ def test_ops_map_cast_default_apply_in_order() -> None:
             "  active: {from: Flag, cast: boolean}\n"
         )
     )
-    out = mapper.map({"Id": "1", "First": " Ada", "Last": "Lovelace ", "Cur": "eur", "Terms": "Net 30", "Flag": "yes"})
+    out = mapper.map(
+        {"Id": "1", "First": " Ada", "Last": "Lovelace ", "Cur": "eur", "Terms": "Net 30", "Flag": "yes"}
+    )
     assert out == {"name": "Ada Lovelace", "currency": "EUR", "payment_terms_days": 30, "active": True}
     out = mapper.map({"Id": "2", "First": "A", "Last": "B", "Terms": "Net 99", "Flag": "no"})
     assert out["currency"] == "USD" and "payment_terms_days" not in out and out["active"] is False
@@ -55,7 +57,12 @@ def test_every_failing_field_of_a_record_is_reported() -> None:
 
 
 def test_decimal_cast_keeps_the_digits_the_vendor_sent() -> None:
-    mapper = Mapper(spec("  unit_amount: {from: P, cast: decimal}\n  product_id: {const: p}\n  currency: {const: USD}\n", entity="price"))
+    mapper = Mapper(
+        spec(
+            "  unit_amount: {from: P, cast: decimal}\n  product_id: {const: p}\n  currency: {const: USD}\n",
+            entity="price",
+        )
+    )
     assert mapper.map({"Id": "1", "P": 19.99})["unit_amount"] == Decimal("19.99")
     assert mapper.map({"Id": "1", "P": 0.1 + 0.2})["unit_amount"] == Decimal("0.30000000000000004")
 
@@ -114,6 +121,9 @@ def test_outbound_line_items_use_a_sub_mapping() -> None:
         FakeLookups({("quickbooks", "product", "prd_1", False): "7"}),
     )
     out = mapper.map({"number": "INV-1", "lines": [{"amount": "10.50", "product_id": "prd_1"}]})
-    assert out == {"DocNumber": "INV-1", "Line": [{"Amount": Decimal("10.50"), "SalesItemLineDetail": {"ItemRef": {"value": "7"}}}]}
+    assert out == {
+        "DocNumber": "INV-1",
+        "Line": [{"Amount": Decimal("10.50"), "SalesItemLineDetail": {"ItemRef": {"value": "7"}}}],
+    }
     with pytest.raises(MappingError, match=r"Line\[0\]\.Amount"):
         mapper.map({"number": "INV-1", "lines": [{"amount": "ten", "product_id": "prd_1"}]})

@@ -69,7 +69,9 @@ def test_templates_accept_field_substitution_only() -> None:
 
 
 def test_unknown_direction_and_entity_list_the_allowed_values() -> None:
-    text = GOOD.replace("direction: inbound", "direction: sideways").replace("entity: customer", "entity: custmer")
+    text = GOOD.replace("direction: inbound", "direction: sideways").replace(
+        "entity: customer", "entity: custmer"
+    )
     with pytest.raises(SpecError) as caught:
         load_spec_text(text, "d.yaml")
     messages = " | ".join(str(p) for p in caught.value.problems)
