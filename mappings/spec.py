@@ -27,7 +27,7 @@ from typing import Any
 
 from mappings.canonical import ENTITY_MODELS
 from mappings.transforms import CASTS, OPS
-from mappings.yaml_source import PathKey, SourceDoc, YamlSyntaxError, load_yaml, load_yaml_file
+from mappings.yaml_lines import LocatedDocument, PathKey, YamlSyntaxError, load_located
 
 SPEC_VERSION = 1
 SOURCES = ("from", "const", "template", "coalesce", "lookup", "each")
@@ -141,14 +141,18 @@ def template_fields(template: str) -> list[str] | None:
 
 
 class _Compiler:
-    def __init__(self, doc: SourceDoc) -> None:
+    def __init__(self, doc: LocatedDocument, file: str) -> None:
         self.doc = doc
+        self.file = file
         self.problems: list[SpecProblem] = []
         self.sources: set[str] = set()
+        for path, first, _second in doc.duplicates:
+            self.problem(path, ".".join(str(p) for p in path), f"written twice (first on line {first.line})")
 
     def problem(self, path: PathKey, fieldname: str, message: str, allowed: str | None = None) -> None:
-        line, column = self.doc.where(path)
-        self.problems.append(SpecProblem(self.doc.file, line, column, fieldname, message, allowed))
+        mark = self.doc.where(path)
+        line, column = (mark.line, mark.column) if mark else (None, None)
+        self.problems.append(SpecProblem(self.file, line, column, fieldname, message, allowed))
 
     def use(self, path: str) -> None:
         self.sources.add(path)
@@ -207,7 +211,7 @@ class _Compiler:
         if self.problems:
             return None
         return MappingSpec(
-            file=self.doc.file,
+            file=self.file,
             system=str(data["system"]),
             object=str(data["object"]),
             entity=str(entity),
@@ -407,39 +411,32 @@ class _Compiler:
         return Condition(test, field=fieldname, value=arg)
 
 
-def compile_spec(doc: SourceDoc) -> MappingSpec:
-    compiler = _Compiler(doc)
+def compile_spec(doc: LocatedDocument, file: str) -> MappingSpec:
+    compiler = _Compiler(doc, file)
     spec = compiler.compile()
     if spec is None:
         raise SpecError(compiler.problems)
     return spec
 
 
+def load_spec_text(text: str, file: str = "<string>") -> MappingSpec:
+    """Compile a spec from text; every problem is raised together as one :class:`SpecError`."""
+    try:
+        doc = load_located(text)
+    except YamlSyntaxError as exc:
+        raise SpecError([SpecProblem(file, exc.line, exc.column, "(syntax)", exc.message)]) from None
+    return compile_spec(doc, file)
+
+
 def load_spec(path: Path) -> MappingSpec:
     try:
-        doc = load_yaml_file(path)
-    except YamlSyntaxError as exc:
-        raise SpecError([SpecProblem(exc.file, exc.line, exc.column, "(syntax)", exc.message)]) from None
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(
             [SpecProblem(str(path), None, None, "(file)", f"cannot read the spec: {exc.strerror}")]
         ) from None
-    return compile_spec(doc)
+    return load_spec_text(text, str(path))
 
 
-def load_spec_text(text: str, file: str = "<string>") -> MappingSpec:
-    try:
-        return compile_spec(load_yaml(text, file))
-    except YamlSyntaxError as exc:
-        raise SpecError([SpecProblem(exc.file, exc.line, exc.column, "(syntax)", exc.message)]) from None
-
-
+#: Specs shipped with billsync, referenced from billsync.yaml as ``builtin:<system>/<name>``.
 BUILTIN_DIR = Path(__file__).parent / "specs"
-
-
-def resolve_spec_path(ref: str, base_dir: Path) -> Path:
-    """``builtin:salesforce/account.in`` -> the shipped spec; anything else is relative to ``base_dir``."""
-    if ref.startswith("builtin:"):
-        return BUILTIN_DIR / f"{ref.removeprefix('builtin:')}.yaml"
-    path = Path(ref)
-    return path if path.is_absolute() else base_dir / path

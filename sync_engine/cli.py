@@ -42,7 +42,20 @@ def _settings(config: Path):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    app()
+    """Console entry point: known failures become one clear line on stderr (exit 1), never a traceback."""
+    from billing.catalog import CatalogError
+    from connectors.errors import ConnectorError
+    from mappings.spec import SpecError
+    from sync_engine.logging import redact_text
+    from sync_engine.store.db import StoreError
+
+    try:
+        app()
+    except (ConnectorError, StoreError, SpecError, CatalogError) as exc:
+        kind = {ConnectorError: "connection", StoreError: "database", SpecError: "mapping", CatalogError: "catalog"}
+        label = next((name for cls, name in kind.items() if isinstance(exc, cls)), "error")
+        typer.echo(f"billsync: {label} error: {redact_text(str(exc))}", err=True)
+        raise SystemExit(1) from None
 
 
 @app.command()

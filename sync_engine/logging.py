@@ -164,6 +164,12 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    # Libraries that narrate routine work at INFO (every migration check, every connection) would
+    # bury billsync's own lines; they still speak at DEBUG and above WARNING.
+    for chatty in NOISY_LIBRARIES:
+        logging.getLogger(chatty).setLevel(
+            numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
+        )
 
     structlog.configure(
         processors=[
@@ -176,6 +182,9 @@ def configure_logging(
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,  # reconfiguring (tests, `--log-level`) must reach old loggers
     )
+
+
+NOISY_LIBRARIES = ("alembic", "urllib3", "zeep", "simple_salesforce", "intuitlib", "apscheduler.scheduler")
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

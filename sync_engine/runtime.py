@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from connectors.quickbooks.client import QuickBooksConnector
-from connectors.salesforce.client import SalesforceConnector
 from sqlalchemy.orm import Session
 
 from billing.catalog import Catalog
+from connectors.quickbooks.client import QuickBooksConnector
 from connectors.quickbooks.settings import QuickBooksSettings
+from connectors.salesforce.client import SalesforceConnector
 from connectors.salesforce.settings import SalesforceSettings
-from mappings.spec import MappingSpec, load_spec, resolve_spec_path
+from mappings.spec import MappingSpec, load_spec
 from sync_engine.settings import Settings
 from sync_engine.store.db import make_engine, session_factory
 from sync_engine.store.tokens import DbTokenStore
@@ -42,7 +42,7 @@ class Runtime:
 
     def spec(self, ref: str) -> MappingSpec:
         if ref not in self._specs:
-            self._specs[ref] = load_spec(resolve_spec_path(ref, self.settings.base_dir))
+            self._specs[ref] = load_spec(self.settings.resolve_spec(ref))
         return self._specs[ref]
 
     def catalog(self) -> Catalog:

@@ -34,10 +34,10 @@ from pydantic import (
     model_validator,
 )
 
-import mappings
 from connectors.quickbooks.settings import QuickBooksSettings
 from connectors.salesforce.settings import SalesforceSettings
-from sync_engine.yaml_lines import LocatedDocument, PathKey, YamlSyntaxError, load_located
+from mappings.spec import BUILTIN_DIR
+from mappings.yaml_lines import LocatedDocument, PathKey, YamlSyntaxError, load_located
 
 __all__ = [
     "BUILTIN_PREFIX",
@@ -185,7 +185,7 @@ class Settings(BaseModel):
 
 def builtin_specs_dir() -> Path:
     """Where ``builtin:<name>`` specs live: ``mappings/specs/`` of the installed package."""
-    return Path(mappings.__file__).parent / "specs"
+    return BUILTIN_DIR
 
 
 def resolve_spec_path(ref: str, base_dir: Path) -> Path:

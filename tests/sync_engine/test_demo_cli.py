@@ -1,0 +1,52 @@
+"""The acceptance run of `billsync demo --json`, as a newcomer would type it, twice in one workdir."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+BILLSYNC = Path(sys.executable).parent / "billsync"
+
+
+def demo(workdir: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [str(BILLSYNC), "demo", "--json", "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return summary
+
+
+def test_demo_pushes_every_invoice_once_and_a_second_run_pushes_nothing(tmp_path: Path) -> None:
+    first = demo(tmp_path)
+    assert first["accounts_pulled"] >= 200 and first["orders_pulled"] >= 500
+    assert first["invoices_in_quickbooks"] == first["invoices_created"] > 0
+    assert first["duplicate_invoices_in_quickbooks"] == 0
+    assert set(first["api_calls"]) == {"salesforce", "quickbooks"}
+    assert set(first["invoice_totals"]) == {"USD", "EUR"}
+
+    # API budget: Salesforce one page per object (< 2,000 records each) + login;
+    # QuickBooks one batch per 30 records of each entity + the token refresh.
+    assert first["api_calls"]["salesforce"] <= 5 + 1
+    pushed = first["pushed_to_quickbooks"]
+    batches = sum(math.ceil(n / 30) for n in pushed.values())
+    assert first["api_calls"]["quickbooks"] <= batches + 2
+    assert math.ceil(pushed["invoice"] / 30) <= batches
+
+    second = demo(tmp_path)
+    assert second["reused_workdir"] is True
+    assert second["invoices_created"] == 0
+    assert second["pushed_to_quickbooks"] == {}
+    assert second["invoices_in_quickbooks"] == first["invoices_in_quickbooks"]
+    assert second["duplicate_invoices_in_quickbooks"] == 0
