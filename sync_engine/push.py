@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from connectors.errors import AuthError, FatalError, RecordError, RetryableError
 from connectors.quickbooks.client import BatchItem, BatchResult, QuickBooksConnector
-from connectors.quickbooks.errors import DuplicateNameError
+from connectors.quickbooks.errors import DuplicateNameError, StaleObjectError
 from mappings.engine import Mapper, MappingError
 from sync_engine.bindings import BindingLookups, bind, bindings_by_canonical, payload_hash
 from sync_engine.dead_letters import record_dead_letter
@@ -53,10 +53,16 @@ class PushResult:
 
 @dataclass
 class _Prepared:
-    row: OutboxItem
+    """One outbox row ready to send, as plain values: no ORM object outlives its transaction."""
+
+    row_id: int
+    key: str
+    canonical_id: str
+    doc: dict[str, Any]
     payload: dict[str, Any]
     operation: Literal["create", "update"]
     natural_key: str
+    outcome_unknown: bool
 
 
 def push_destination(
@@ -108,122 +114,155 @@ def _push_entity(
     result: PushResult,
     progress: Callable[[int], None] | None,
 ) -> None:
-    spec = runtime.spec(destination.mappings[entity])  # type: ignore[index]
+    """Batches of ``batch_size`` rows; no network call ever runs inside a database transaction
+    (on SQLite a transaction holds the write lock, and a token refresh must be able to commit)."""
     qbo_entity, natural_field = ENTITIES[entity]
-    system = destination.name
-    batch_size = destination.batch_size
     last_id = 0
     while True:
+        prepared, last_id = _prepare(runtime, destination, entity, natural_field, last_id, run_id, result)
+        if last_id < 0:
+            return
+        # Writes whose outcome is unknown (timeout, crash mid-call): did they happen? One query.
+        unknown = [p for p in prepared if p.outcome_unknown and p.operation == "create"]
+        found = (
+            connector.find_by(qbo_entity, natural_field, [p.natural_key for p in unknown]) if unknown else {}
+        )
         with runtime.transaction() as session:
-            rows = list(
-                session.scalars(
-                    select(OutboxItem)
-                    .where(
-                        OutboxItem.destination == destination.name,
-                        OutboxItem.entity == entity,
-                        OutboxItem.status.in_(("pending", "unknown")),
-                        OutboxItem.id > last_id,
-                    )
-                    .order_by(OutboxItem.id)
-                    .limit(batch_size)
-                )
-            )
-            if not rows:
-                return
-            last_id = rows[-1].id
-            lookups = BindingLookups(session, {spec.system: system})
-            mapper = Mapper(spec, lookups)
-            documents = _documents(session, entity, [r.canonical_id for r in rows])
-            bound = bindings_by_canonical(session, system, entity, [r.canonical_id for r in rows])
-            prepared: list[_Prepared] = []
-            unknown: list[tuple[OutboxItem, dict[str, Any]]] = []
-            for row in rows:
-                doc = documents.get(row.canonical_id)
-                if doc is None:
-                    _fail(
-                        session,
-                        row,
-                        run_id,
-                        entity,
-                        system,
-                        {},
-                        "the record no longer exists",
-                        "NotFound",
-                        result,
-                    )
-                    continue
-                binding = bound.get(row.canonical_id)
-                doc_hash = payload_hash(doc)
-                if binding is not None and (entity == "invoice" or binding.payload_hash == doc_hash):
-                    _done(row)
-                    result.unchanged += 1
-                    continue
-                try:
-                    payload = mapper.map(doc)
-                except MappingError as exc:
-                    if exc.only_missing_bindings:
-                        row.last_error = str(exc)
-                        result.deferred += 1
-                    else:
-                        _fail(session, row, run_id, entity, system, doc, str(exc), "MappingError", result)
-                    continue
-                if binding is not None:
-                    payload.update(
-                        {
-                            "Id": binding.external_id,
-                            "SyncToken": binding.remote_version or "0",
-                            "sparse": True,
-                        }
-                    )
-                    operation: Literal["create", "update"] = "update"
-                else:
-                    operation = "create"
-                item = _Prepared(row, payload, operation, str(payload.get(natural_field, "")))
-                if row.status == "unknown" and operation == "create":
-                    unknown.append((row, payload))
-                prepared.append(item)
-            # 1. writes of unknown outcome: did they happen? (one query for the whole batch)
-            if unknown:
-                found = connector.find_by(
-                    qbo_entity, natural_field, [str(p.get(natural_field)) for _, p in unknown]
-                )
-                for row, payload in unknown:
-                    remote = found.get(str(payload.get(natural_field)))
-                    if remote is not None:
-                        _bound(session, system, entity, row, remote, documents[row.canonical_id])
-                        result.adopted += 1
-                prepared = [p for p in prepared if p.row.status != "sent"]
-            # 2. mark in flight before the call
+            to_send = []
             for p in prepared:
-                p.row.status = "unknown"
-                p.row.attempts += 1
-        if not prepared:
+                row = session.get(OutboxItem, p.row_id)
+                assert row is not None
+                remote = found.get(p.natural_key) if p.outcome_unknown else None
+                if remote is not None:
+                    _bound(session, destination.name, entity, row, remote, p.doc)
+                    result.adopted += 1
+                    continue
+                if row.status == "pending":  # a fresh attempt gets a fresh key; a resend keeps its key
+                    row.attempts += 1
+                row.status = "unknown"  # in flight: committed before the call
+                p.key = f"{row.idempotency_key}#{row.attempts}"
+                to_send.append(p)
+        if not to_send:
             continue
         items = [
-            BatchItem(key=p.row.idempotency_key, entity=qbo_entity, operation=p.operation, payload=p.payload)
-            for p in prepared
+            BatchItem(key=p.key, entity=qbo_entity, operation=p.operation, payload=p.payload) for p in to_send
         ]
         try:
             results = connector.batch(items)
         except RetryableError as exc:
             with runtime.transaction() as session:
-                for p in prepared:
-                    in_flight = session.get(OutboxItem, p.row.id)
-                    assert in_flight is not None
-                    in_flight.last_error = str(exc)  # stays "unknown": looked up before the next attempt
-            result.retry_later += len(prepared)
+                for p in to_send:
+                    row = session.get(OutboxItem, p.row_id)
+                    assert row is not None
+                    row.last_error = str(exc)  # stays "unknown": looked up before the next attempt
+            result.retry_later += len(to_send)
             continue
         _apply_results(
-            runtime, connector, prepared, results, system, entity, qbo_entity, natural_field, run_id, result
+            runtime,
+            connector,
+            to_send,
+            results,
+            destination.name,
+            entity,
+            qbo_entity,
+            natural_field,
+            run_id,
+            result,
         )
         if progress:
-            progress(len(prepared))
+            progress(len(to_send))
+
+
+def _prepare(
+    runtime: Runtime,
+    destination: DestinationSettings,
+    entity: str,
+    natural_field: str,
+    after_id: int,
+    run_id: int,
+    result: PushResult,
+) -> tuple[list[_Prepared], int]:
+    """Map the next batch of open outbox rows; returns them and the last row id (-1 when none left).
+
+    Rows that need no call (already in the destination with the same data) are closed here; rows
+    that cannot be mapped go to the dead letters, or wait when they only miss a binding."""
+    spec = runtime.spec(destination.mappings[entity])  # type: ignore[index]
+    system = destination.name
+    with runtime.transaction() as session:
+        rows = list(
+            session.scalars(
+                select(OutboxItem)
+                .where(
+                    OutboxItem.destination == destination.name,
+                    OutboxItem.entity == entity,
+                    OutboxItem.status.in_(("pending", "unknown")),
+                    OutboxItem.id > after_id,
+                )
+                .order_by(OutboxItem.id)
+                .limit(destination.batch_size)
+            )
+        )
+        if not rows:
+            return [], -1
+        mapper = Mapper(spec, BindingLookups(session, {spec.system: system}))
+        ids = [r.canonical_id for r in rows]
+        documents = _documents(session, entity, ids)
+        bound = bindings_by_canonical(session, system, entity, ids)
+        prepared: list[_Prepared] = []
+        for row in rows:
+            doc = documents.get(row.canonical_id)
+            if doc is None:
+                _fail(
+                    session,
+                    row,
+                    run_id,
+                    entity,
+                    system,
+                    {},
+                    "the record no longer exists",
+                    "NotFound",
+                    result,
+                )
+                continue
+            binding = bound.get(row.canonical_id)
+            if binding is not None and (entity == "invoice" or binding.payload_hash == payload_hash(doc)):
+                _done(row)
+                result.unchanged += 1
+                continue
+            try:
+                payload = mapper.map(doc)
+            except MappingError as exc:
+                if exc.only_missing_bindings:
+                    row.last_error = str(exc)
+                    result.deferred += 1
+                else:
+                    _fail(session, row, run_id, entity, system, doc, str(exc), "MappingError", result)
+                continue
+            operation: Literal["create", "update"] = "create"
+            if binding is not None:
+                payload.update(
+                    {"Id": binding.external_id, "SyncToken": binding.remote_version or "0", "sparse": True}
+                )
+                operation = "update"
+            prepared.append(
+                _Prepared(
+                    row_id=row.id,
+                    key=row.idempotency_key,
+                    canonical_id=row.canonical_id,
+                    doc=doc,
+                    payload=payload,
+                    operation=operation,
+                    natural_key=str(payload.get(natural_field, "")),
+                    outcome_unknown=row.status == "unknown",
+                )
+            )
+        return prepared, rows[-1].id
 
 
 def _apply_results(
     runtime: Runtime,
     connector: QuickBooksConnector,
-    prepared: Sequence[_Prepared],
+    sent: Sequence[_Prepared],
     results: Sequence[BatchResult],
     system: str,
     entity: str,
@@ -233,26 +272,46 @@ def _apply_results(
     result: PushResult,
 ) -> None:
     by_key = {r.key: r for r in results}
+
+    # A name that exists already (made by hand, or by a write we lost track of) is adopted, not
+    # duplicated; look those up before opening the transaction.
+    def failed_with(kind: type[Exception]) -> list[_Prepared]:
+        return [p for p in sent if isinstance(getattr(by_key.get(p.key), "error", None), kind)]
+
+    duplicates = [p.natural_key for p in failed_with(DuplicateNameError)]
+    existing = connector.find_by(qbo_entity, natural_field, duplicates) if duplicates else {}
+    # A stale SyncToken means the record changed in QBO since we last wrote it (or our previous
+    # update did land): take the current version and send the update again on the next pass.
+    fresh_versions = {
+        p.canonical_id: connector.get(qbo_entity, str(p.payload["Id"])) for p in failed_with(StaleObjectError)
+    }
     with runtime.transaction() as session:
-        documents = _documents(session, entity, [p.row.canonical_id for p in prepared])
-        for p in prepared:
-            row = session.get(OutboxItem, p.row.id)
+        for p in sent:
+            row = session.get(OutboxItem, p.row_id)
             assert row is not None
-            outcome = by_key.get(row.idempotency_key)
-            doc = documents.get(row.canonical_id, {})
+            outcome = by_key.get(p.key)
             if outcome is not None and outcome.ok and outcome.entity is not None:
-                _bound(session, system, entity, row, outcome.entity, doc)
+                _bound(session, system, entity, row, outcome.entity, p.doc)
                 result.sent[entity] = result.sent.get(entity, 0) + 1
                 continue
             error = outcome.error if outcome is not None else None
-            if isinstance(error, DuplicateNameError):
-                # The name exists already (created by hand, or by a write we lost track of): adopt it.
-                remote = connector.find_by(qbo_entity, natural_field, [p.natural_key]).get(p.natural_key)
-                if remote is not None:
-                    _bound(session, system, entity, row, remote, doc)
-                    result.adopted += 1
-                    continue
-            if isinstance(error, RecordError):
+            if isinstance(error, DuplicateNameError) and p.natural_key in existing:
+                _bound(session, system, entity, row, existing[p.natural_key], p.doc)
+                result.adopted += 1
+            elif p.canonical_id in fresh_versions:
+                remote = fresh_versions[p.canonical_id]
+                bind(
+                    session,
+                    system=system,
+                    entity=entity,
+                    external_id=str(remote["Id"]),
+                    canonical_id=p.canonical_id,
+                    remote_version=str(remote.get("SyncToken", "0")),
+                    hash_=None,
+                )
+                row.status, row.last_error = "pending", str(error)
+                result.retry_later += 1
+            elif isinstance(error, RecordError):
                 _fail(
                     session,
                     row,
@@ -265,7 +324,7 @@ def _apply_results(
                     result,
                 )
             else:
-                row.status = "pending" if not isinstance(error, RetryableError) else "unknown"
+                row.status = "unknown" if isinstance(error, RetryableError) else "pending"
                 row.last_error = str(error) if error else "no result for this item in the batch response"
                 result.retry_later += 1
 

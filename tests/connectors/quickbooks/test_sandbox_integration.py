@@ -20,7 +20,7 @@ from connectors.quickbooks.tokens import MemoryTokenStore
 
 pytestmark = pytest.mark.integration
 
-BATCH_ROUTE = "POST /v3/company/(?P<realm>[^/]+)/batch"
+BATCH_ROUTE = "POST /v3/company/{realm}/batch"
 
 
 def connect(
