@@ -52,7 +52,12 @@ def main() -> None:
     try:
         app()
     except (ConnectorError, StoreError, SpecError, CatalogError) as exc:
-        kind = {ConnectorError: "connection", StoreError: "database", SpecError: "mapping", CatalogError: "catalog"}
+        kind = {
+            ConnectorError: "connection",
+            StoreError: "database",
+            SpecError: "mapping",
+            CatalogError: "catalog",
+        }
         label = next((name for cls, name in kind.items() if isinstance(exc, cls)), "error")
         typer.echo(f"billsync: {label} error: {redact_text(str(exc))}", err=True)
         raise SystemExit(1) from None
