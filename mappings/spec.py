@@ -34,6 +34,7 @@ SOURCES = ("from", "const", "template", "coalesce", "lookup", "each")
 MODIFIERS = ("ops", "map", "fallback", "cast", "format", "default", "required", "when", "fields")
 TOP_KEYS = (
     "billsync_mapping",
+    "match_on",
     "name",
     "description",
     "system",
@@ -107,6 +108,7 @@ class MappingSpec:
     name: str = ""
     description: str = ""
     source_fields: tuple[str, ...] = field(default=())
+    match_on: str | None = None  # outbound: the target field that identifies a record (DocNumber)
 
 
 def _closest(word: str, choices: Iterable[str]) -> str:
@@ -200,6 +202,10 @@ class _Compiler:
                 )
             else:
                 self.use(key_field)
+        match_on = data.get("match_on")
+        if match_on is not None and (direction != "outbound" or not isinstance(match_on, str)):
+            self.problem(("match_on",), "match_on", "only outbound specs name a target field to match on")
+            match_on = None
         fields = data.get("fields")
         rules: tuple[Rule, ...] = ()
         if not isinstance(fields, dict) or not fields:
@@ -208,6 +214,10 @@ class _Compiler:
             rules = self.rules(fields, ("fields",))
             if direction == "inbound" and entity in ENTITY_MODELS:
                 self.check_targets(rules, str(entity))
+            if match_on is not None and not any(r.target == match_on for r in rules):
+                self.problem(
+                    ("match_on",), "match_on", f"{match_on!r} is not one of the mapped target fields"
+                )
         if self.problems:
             return None
         return MappingSpec(
@@ -221,6 +231,7 @@ class _Compiler:
             name=str(data.get("name", "")),
             description=str(data.get("description", "")),
             source_fields=tuple(sorted(self.sources)),
+            match_on=match_on,
         )
 
     def check_targets(self, rules: tuple[Rule, ...], entity: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 
 from connectors.errors import AuthError, FatalError, RecordError, RetryableError
-from connectors.quickbooks.client import BatchItem, BatchResult, QuickBooksConnector
+from connectors.quickbooks.client import BatchItem, BatchResult, QuickBooksConnector, remote_identity
 from connectors.quickbooks.errors import DuplicateNameError, StaleObjectError
 from mappings.engine import Mapper, MappingError
 from sync_engine.bindings import BindingLookups, bind, bindings_by_canonical, payload_hash
@@ -30,12 +30,6 @@ from sync_engine.runtime import Runtime
 from sync_engine.settings import DestinationSettings
 from sync_engine.store.models import CanonicalRecord, Invoice, OutboxItem, SyncRun, utcnow
 
-# canonical entity -> (QBO entity, natural key field in QBO, field of the mapped payload holding it)
-ENTITIES: dict[str, tuple[str, str]] = {
-    "customer": ("Customer", "DisplayName"),
-    "product": ("Item", "Name"),
-    "invoice": ("Invoice", "DocNumber"),
-}
 ORDER = ("customer", "product", "invoice")
 
 
@@ -63,6 +57,8 @@ class _Prepared:
     operation: Literal["create", "update"]
     natural_key: str
     outcome_unknown: bool
+    remote_id: str | None
+    remote_version: str | None
 
 
 def push_destination(
@@ -116,14 +112,15 @@ def _push_entity(
 ) -> None:
     """Batches of ``batch_size`` rows; no network call ever runs inside a database transaction
     (on SQLite a transaction holds the write lock, and a token refresh must be able to commit)."""
-    qbo_entity, natural_field = ENTITIES[entity]
+    spec = runtime.spec(destination.mappings[entity])  # type: ignore[index]
+    qbo_entity, natural_field = spec.object, spec.match_on or ""
     last_id = 0
     while True:
         prepared, last_id = _prepare(runtime, destination, entity, natural_field, last_id, run_id, result)
         if last_id < 0:
             return
         # Writes whose outcome is unknown (timeout, crash mid-call): did they happen? One query.
-        unknown = [p for p in prepared if p.outcome_unknown and p.operation == "create"]
+        unknown = [p for p in prepared if p.outcome_unknown and p.operation == "create" and natural_field]
         found = (
             connector.find_by(qbo_entity, natural_field, [p.natural_key for p in unknown]) if unknown else {}
         )
@@ -145,7 +142,15 @@ def _push_entity(
         if not to_send:
             continue
         items = [
-            BatchItem(key=p.key, entity=qbo_entity, operation=p.operation, payload=p.payload) for p in to_send
+            BatchItem(
+                key=p.key,
+                entity=qbo_entity,
+                operation=p.operation,
+                payload=p.payload,
+                remote_id=p.remote_id,
+                remote_version=p.remote_version,
+            )
+            for p in to_send
         ]
         try:
             results = connector.batch(items)
@@ -238,12 +243,7 @@ def _prepare(
                 else:
                     _fail(session, row, run_id, entity, system, doc, str(exc), "MappingError", result)
                 continue
-            operation: Literal["create", "update"] = "create"
-            if binding is not None:
-                payload.update(
-                    {"Id": binding.external_id, "SyncToken": binding.remote_version or "0", "sparse": True}
-                )
-                operation = "update"
+            operation: Literal["create", "update"] = "create" if binding is None else "update"
             prepared.append(
                 _Prepared(
                     row_id=row.id,
@@ -254,6 +254,8 @@ def _prepare(
                     operation=operation,
                     natural_key=str(payload.get(natural_field, "")),
                     outcome_unknown=row.status == "unknown",
+                    remote_id=binding.external_id if binding else None,
+                    remote_version=binding.remote_version if binding else None,
                 )
             )
         return prepared, rows[-1].id
@@ -278,12 +280,12 @@ def _apply_results(
     def failed_with(kind: type[Exception]) -> list[_Prepared]:
         return [p for p in sent if isinstance(getattr(by_key.get(p.key), "error", None), kind)]
 
-    duplicates = [p.natural_key for p in failed_with(DuplicateNameError)]
+    duplicates = [p.natural_key for p in failed_with(DuplicateNameError) if natural_field]
     existing = connector.find_by(qbo_entity, natural_field, duplicates) if duplicates else {}
     # A stale SyncToken means the record changed in QBO since we last wrote it (or our previous
     # update did land): take the current version and send the update again on the next pass.
     fresh_versions = {
-        p.canonical_id: connector.get(qbo_entity, str(p.payload["Id"])) for p in failed_with(StaleObjectError)
+        p.canonical_id: connector.get(qbo_entity, str(p.remote_id)) for p in failed_with(StaleObjectError)
     }
     with runtime.transaction() as session:
         for p in sent:
@@ -304,9 +306,9 @@ def _apply_results(
                     session,
                     system=system,
                     entity=entity,
-                    external_id=str(remote["Id"]),
+                    external_id=remote_identity(remote)[0],
                     canonical_id=p.canonical_id,
-                    remote_version=str(remote.get("SyncToken", "0")),
+                    remote_version=remote_identity(remote)[1],
                     hash_=None,
                 )
                 row.status, row.last_error = "pending", str(error)
@@ -352,9 +354,9 @@ def _bound(
         session,
         system=system,
         entity=entity,
-        external_id=str(remote["Id"]),
+        external_id=remote_identity(remote)[0],
         canonical_id=row.canonical_id,
-        remote_version=str(remote.get("SyncToken", "0")),
+        remote_version=remote_identity(remote)[1],
         hash_=payload_hash(doc),
     )
     _done(row)

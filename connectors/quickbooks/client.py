@@ -74,6 +74,16 @@ class BatchItem:
     entity: str  # "Customer" | "Item" | "Invoice" | any QBO business object
     operation: Literal["create", "update"]
     payload: Mapping[str, Any]
+    remote_id: str | None = None  # updates: the QBO Id ...
+    remote_version: str | None = None  # ... and the SyncToken it was last seen with
+
+    def body(self) -> Mapping[str, Any]:
+        """The entity as QBO expects it: an update is sparse and names the version it replaces."""
+        if self.operation == "create":
+            return self.payload
+        if self.remote_id is None:
+            raise ValueError(f"update of {self.entity} {self.key} needs remote_id")
+        return {**self.payload, "Id": self.remote_id, "SyncToken": self.remote_version or "0", "sparse": True}
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,11 @@ class BatchResult:
     ok: bool
     entity: dict[str, Any] | None
     error: ConnectorError | None
+
+
+def remote_identity(entity: Mapping[str, Any]) -> tuple[str, str]:
+    """``(Id, SyncToken)`` of an entity QBO returned: what a binding keeps to update it later."""
+    return str(entity["Id"]), str(entity.get("SyncToken", "0"))
 
 
 def _encode(value: Any) -> str:
@@ -285,8 +300,7 @@ class QuickBooksConnector:
         body = dumps_exact(
             {
                 "BatchItemRequest": [
-                    {"bId": item.key, "operation": item.operation, item.entity: item.payload}
-                    for item in chunk
+                    {"bId": item.key, "operation": item.operation, item.entity: item.body()} for item in chunk
                 ]
             }
         )

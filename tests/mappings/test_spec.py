@@ -77,3 +77,13 @@ def test_unknown_direction_and_entity_list_the_allowed_values() -> None:
     messages = " | ".join(str(p) for p in caught.value.problems)
     assert "(allowed: inbound, outbound)" in messages
     assert "did you mean customer?" in messages
+
+
+def test_match_on_must_name_a_mapped_target_field_of_an_outbound_spec() -> None:
+    text = (
+        "billsync_mapping: 1\nsystem: quickbooks\nobject: Invoice\nentity: invoice\ndirection: outbound\n"
+        "match_on: DocNumbr\nfields:\n  DocNumber: number\n"
+    )
+    with pytest.raises(SpecError, match="'DocNumbr' is not one of the mapped target fields"):
+        load_spec_text(text, "i.yaml")
+    assert load_spec_text(text.replace("DocNumbr", "DocNumber"), "i.yaml").match_on == "DocNumber"
