@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from connectors.quickbooks.sandbox import QuickBooksSandbox
 from connectors.salesforce.sandbox import SalesforceSandbox
-
 from sync_engine.cycle import CycleResult, Progress, run_cycle
 from sync_engine.demo_data import build_demo_company, resolve_placeholders
 from sync_engine.runtime import Runtime
