@@ -136,7 +136,6 @@ class SalesforceConnector:
     """Reads and writes one Salesforce org. Logs in lazily, on the first call that needs a session.
 
     Not thread-safe (neither is simple-salesforce's client): one connector per worker thread.
-    ``settings.instance_url`` is not used yet: the instance always comes from the login answer.
     """
 
     system = "salesforce"

@@ -22,7 +22,6 @@ class SalesforceSettings(BaseModel):
     password: SecretStr
     security_token: SecretStr | None = None
     login_url: str = "https://login.salesforce.com"
-    instance_url: str | None = Field(default=None, description="skip login discovery and use this instance")
     api_version: str = "59.0"
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     ca_file: str | None = Field(default=None, description="PEM bundle to trust instead of the system's")
