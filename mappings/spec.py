@@ -20,6 +20,7 @@ its file, line and column, so an admin fixes a spec in one pass.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,14 @@ class MappingSpec:
     match_on: str | None = None  # outbound: the target field that identifies a record (DocNumber)
 
 
+_SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*|[0-9]+")
+
+
+def valid_path(path: str) -> bool:
+    """A field path is dotted names or list indexes; never a leading underscore (no ``__class__``)."""
+    return bool(path) and len(path) <= 255 and all(_SEGMENT.fullmatch(part) for part in path.split("."))
+
+
 def _closest(word: str, choices: Iterable[str]) -> str:
     match = difflib.get_close_matches(word, list(choices), n=1)
     return f"; did you mean {match[0]}?" if match else ""
@@ -156,8 +165,18 @@ class _Compiler:
         line, column = (mark.line, mark.column) if mark else (None, None)
         self.problems.append(SpecProblem(self.file, line, column, fieldname, message, allowed))
 
-    def use(self, path: str) -> None:
+    def use(self, path: str, where: PathKey = (), target: str = "") -> bool:
+        """Record a source path; an invalid one is reported (and not recorded)."""
+        if not valid_path(path):
+            self.problem(
+                where,
+                target or path,
+                f"{path!r} is not a field path",
+                "names of letters, digits and _ (not starting with _), joined by dots; list indexes as numbers",
+            )
+            return False
         self.sources.add(path)
+        return True
 
     # -- top level -------------------------------------------------------------------------------
     def compile(self) -> MappingSpec | None:
@@ -201,7 +220,7 @@ class _Compiler:
                     ("key",), "key", "inbound specs name the source field that holds the record's id"
                 )
             else:
-                self.use(key_field)
+                self.use(key_field, ("key",), "key")
         match_on = data.get("match_on")
         if match_on is not None and (direction != "outbound" or not isinstance(match_on, str)):
             self.problem(("match_on",), "match_on", "only outbound specs name a target field to match on")
@@ -261,7 +280,7 @@ class _Compiler:
 
     def rule(self, target: str, body: Any, path: PathKey) -> Rule | None:
         if isinstance(body, str):
-            self.use(body)
+            self.use(body, path, target)
             return Rule(target=target, source="from", arg=body)
         if not isinstance(body, dict):
             self.problem(
@@ -349,7 +368,7 @@ class _Compiler:
             if not isinstance(value, str) or not value:
                 self.problem(path, target, f"{source}: takes a source field path such as BillingAddress.city")
             else:
-                self.use(value)
+                self.use(value, path, target)
             return value
         if source == "const":
             return value
@@ -363,14 +382,14 @@ class _Compiler:
                 )
                 return ""
             for name in names:
-                self.use(name)
+                self.use(name, path, target)
             return value
         if source == "coalesce":
             if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
                 self.problem(path, target, "coalesce takes a list of source field paths")
                 return []
             for name in value:
-                self.use(name)
+                self.use(name, path, target)
             return tuple(value)
         # lookup
         if not isinstance(value, dict) or "entity" not in value or "from" not in value:
@@ -384,7 +403,7 @@ class _Compiler:
         for key in value:
             if key not in ("entity", "from", "system"):
                 self.problem((*path, key), target, f"unknown lookup key {key!r}", "entity, from, system")
-        self.use(str(value["from"]))
+        self.use(str(value["from"]), (*path, "from"), target)
         return (str(value["entity"]), value.get("system"), str(value["from"]))
 
     def condition(self, value: Any, path: PathKey, target: str) -> Condition | None:
@@ -409,7 +428,7 @@ class _Compiler:
         if not isinstance(fieldname, str):
             self.problem(path, target, "a condition names its field: ")
             return None
-        self.use(fieldname)
+        self.use(fieldname, (*path, "field"), target)
         tests = [k for k in ("equals", "in", "exists") if k in value]
         if len(tests) != 1:
             self.problem(path, target, "a condition has exactly one test", "equals, in, exists")

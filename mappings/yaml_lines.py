@@ -67,31 +67,88 @@ def _error_from(exc: yaml.MarkedYAMLError) -> YamlSyntaxError:
     return YamlSyntaxError(message, mark.line + 1, mark.column + 1)
 
 
-def load_located(text: str) -> LocatedDocument:
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep a hostile or broken file from exhausting memory or the stack.
+
+    Configuration and mapping files are small; anything past these limits is a mistake or an
+    attack ("billion laughs" anchors, megabyte strings, thousands of nesting levels).
+    """
+
+    max_bytes: int = 1_000_000
+    max_values: int = 100_000  # after expanding anchors and aliases
+    max_depth: int = 40
+    max_string: int = 65_536
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class _Budget:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.values = 0
+
+    def spend(self, node: yaml.Node, depth: int) -> None:
+        self.values += 1
+        limits = self.limits
+        if self.values > limits.max_values:
+            mark = _mark(node)
+            raise YamlSyntaxError(
+                f"the document expands to more than {limits.max_values:,} values (anchors and aliases "
+                "included); split it or remove repeated aliases",
+                mark.line,
+                mark.column,
+            )
+        if depth > limits.max_depth:
+            mark = _mark(node)
+            raise YamlSyntaxError(f"nested more than {limits.max_depth} levels deep", mark.line, mark.column)
+        if isinstance(node, yaml.ScalarNode) and len(node.value) > limits.max_string:
+            mark = _mark(node)
+            raise YamlSyntaxError(
+                f"a value is {len(node.value):,} characters long; at most {limits.max_string:,} are allowed",
+                mark.line,
+                mark.column,
+            )
+
+
+def load_located(text: str, limits: Limits = DEFAULT_LIMITS) -> LocatedDocument:
     """Parse one YAML document with the safe tag set; an empty document gives ``data=None``.
 
-    Raises YamlSyntaxError for syntax errors, several documents, unsafe or unknown tags and
-    unhashable keys.
+    Raises YamlSyntaxError for syntax errors, several documents, unsafe or unknown tags,
+    unhashable keys, and documents past :class:`Limits`.
     """
+    if len(text) > limits.max_bytes:
+        raise YamlSyntaxError(
+            f"the file is {len(text):,} characters; at most {limits.max_bytes:,} are allowed", None, None
+        )
     loader = yaml.SafeLoader(text)
     try:
         try:
             root = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
             raise _error_from(exc) from None
+        except RecursionError:
+            raise YamlSyntaxError(f"nested more than {limits.max_depth} levels deep", None, None) from None
         doc = LocatedDocument(data=None)
         if root is None:
             return doc
         doc.marks[()] = _mark(root)
-        doc.data = _build(loader, root, (), doc, active=set())
+        doc.data = _build(loader, root, (), doc, active=set(), budget=_Budget(limits))
         return doc
     finally:
         loader.dispose()
 
 
 def _build(
-    loader: yaml.SafeLoader, node: yaml.Node, path: PathKey, doc: LocatedDocument, active: set[int]
+    loader: yaml.SafeLoader,
+    node: yaml.Node,
+    path: PathKey,
+    doc: LocatedDocument,
+    active: set[int],
+    budget: _Budget,
 ) -> Any:
+    budget.spend(node, len(path))
     if id(node) in active:
         mark = _mark(node)
         raise YamlSyntaxError(
@@ -103,11 +160,17 @@ def _build(
         except yaml.MarkedYAMLError as exc:
             raise _error_from(exc) from None
     active = active | {id(node)}
+    expected = "tag:yaml.org,2002:seq" if isinstance(node, yaml.SequenceNode) else "tag:yaml.org,2002:map"
+    if node.tag != expected:
+        mark = _mark(node)
+        raise YamlSyntaxError(
+            f"the tag {node.tag!r} is not allowed (only plain YAML values)", mark.line, mark.column
+        )
     if isinstance(node, yaml.SequenceNode):
         items = []
         for index, child in enumerate(node.value):
             doc.marks[(*path, index)] = _mark(child)
-            items.append(_build(loader, child, (*path, index), doc, active))
+            items.append(_build(loader, child, (*path, index), doc, active, budget))
         return items
     if isinstance(node, yaml.MappingNode):
         explicit = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
@@ -124,7 +187,7 @@ def _build(
                 raise YamlSyntaxError(
                     "a key must be a plain value, not a list or mapping", mark.line, mark.column
                 )
-            key = _build(loader, key_node, path, doc, active)
+            key = _build(loader, key_node, path, doc, active, budget)
             child_path = (*path, key if isinstance(key, int) and not isinstance(key, bool) else str(key))
             key_mark = _mark(key_node)
             if position >= merged:  # an explicit key may override a merged one, not another explicit one
@@ -132,7 +195,7 @@ def _build(
                     doc.duplicates.append((child_path, doc.marks[child_path], key_mark))
                 written.add(key)
             doc.marks[child_path] = key_mark
-            result[key] = _build(loader, value_node, child_path, doc, active)
+            result[key] = _build(loader, value_node, child_path, doc, active, budget)
         return result
     mark = _mark(node)  # pragma: no cover - PyYAML only produces the three node kinds
     raise YamlSyntaxError(f"unexpected YAML node {type(node).__name__}", mark.line, mark.column)
