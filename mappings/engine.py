@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mappings.spec import Condition, MappingSpec, Rule
-from mappings.transforms import CASTS, OPS, TransformError
+from mappings.transforms import TransformError, money
 
 _MISSING = object()
 
@@ -169,7 +169,7 @@ class Mapper:
         value = self._source(rule, record)
         if value is not None:
             for op in rule.ops:
-                value = OPS[op](value)
+                value = op(value)
         if value is not None and rule.value_map is not None:
             key = str(value)
             if key in rule.value_map:
@@ -181,12 +181,10 @@ class Mapper:
                 raise TransformError(f"value {key!r} is not in the map (mapped values: {allowed})")
         if value == "":
             value = None
-        if value is not None and rule.cast:
-            value = CASTS[rule.cast](value, rule.fmt)
+        if value is not None and rule.caster is not None:
+            value = rule.caster(value)
         if value is None and rule.has_default:
-            value = rule.default
-            if value is not None and rule.cast:
-                value = CASTS[rule.cast](value, rule.fmt)
+            value = rule.default  # already cast when the spec was compiled
         if value is None and rule.required:
             raise TransformError("is required but the source has no value")
         return value
@@ -198,6 +196,9 @@ class Mapper:
             return rule.arg
         if rule.source == "template":
             return _render(rule.arg, record)
+        if rule.source == "money":
+            amount_path, currency_path = rule.arg
+            return money(get_path(record, amount_path), get_path(record, currency_path))
         if rule.source == "coalesce":
             for path in rule.arg:
                 value = get_path(record, path)

@@ -19,20 +19,27 @@ its file, line and column, so an admin fixes a spec in one pass.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
+import functools
 import re
-from collections.abc import Iterable, Mapping
+import types
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import TypeAdapter, ValidationError
 
 from mappings.canonical import ENTITY_MODELS
-from mappings.transforms import CASTS, OPS
+from mappings.transforms import CASTS, OPS, PARAM_OPS, TransformError
 from mappings.yaml_lines import LocatedDocument, PathKey, YamlSyntaxError, load_located
 
 SPEC_VERSION = 1
-SOURCES = ("from", "const", "template", "coalesce", "lookup", "each")
-MODIFIERS = ("ops", "map", "fallback", "cast", "format", "default", "required", "when", "fields")
+SOURCES = ("from", "const", "template", "coalesce", "lookup", "money", "each")
+MODIFIERS = ("ops", "map", "fallback", "cast", "format", "timezone", "default", "required", "when", "fields")
 TOP_KEYS = (
     "billsync_mapping",
     "match_on",
@@ -83,13 +90,13 @@ class Condition:
 class Rule:
     target: str
     source: str  # one of SOURCES
-    arg: Any  # path / constant / template parts / list of paths / (entity, system, path) / sub-spec
-    ops: tuple[str, ...] = ()
+    arg: Any  # path / constant / template / paths / (entity, system, path) / (amount, currency) paths
+    ops: tuple[Callable[[Any], Any], ...] = ()
     value_map: Mapping[str, Any] | None = None
     fallback: Any = None
     has_fallback: bool = False
     cast: str | None = None
-    fmt: str | None = None
+    caster: Callable[[Any], Any] | None = None  # the cast with its format and time zone bound
     default: Any = None
     has_default: bool = False
     required: bool = False
@@ -110,6 +117,30 @@ class MappingSpec:
     description: str = ""
     source_fields: tuple[str, ...] = field(default=())
     match_on: str | None = None  # outbound: the target field that identifies a record (DocNumber)
+
+
+_KINDS: dict[type, str] = {
+    bool: "boolean",
+    int: "integer",
+    Decimal: "decimal",
+    dt.datetime: "datetime",
+    dt.date: "date",
+    str: "string",
+}
+
+
+def scalar_kind(annotation: Any) -> str | None:
+    """``Decimal | None`` -> ``"decimal"``; ``None`` for structured or union-of-several types."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, types.UnionType):
+        if len(args) != 1:
+            return None
+        return scalar_kind(args[0])
+    if get_origin(annotation) is Literal:
+        return "string" if all(isinstance(a, str) for a in args) else None
+    return _KINDS.get(annotation) if isinstance(annotation, type) else None
 
 
 _SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*|[0-9]+")
@@ -265,9 +296,40 @@ class _Compiler:
                     f"{entity} has no field {top!r}{_closest(top, known)}",
                     ", ".join(sorted(known)),
                 )
+            elif "." not in rule.target:
+                self.check_type(rule, entity, model.model_fields[top].annotation)
         for name, info in model.model_fields.items():
             if info.is_required() and not any(r.target.split(".")[0] == name for r in rules):
                 self.problem(("fields",), name, f"required {entity} field {name!r} is not mapped")
+
+    def check_type(self, rule: Rule, entity: str, annotation: Any) -> None:
+        """A constant, a default or a cast that can never fit the canonical field is a spec error."""
+        kind = scalar_kind(annotation)
+        if kind is None:
+            return
+        where = ("fields", rule.target)
+        if rule.cast is not None and rule.cast != kind and not (kind == "string" and rule.cast == "string"):
+            self.problem(
+                (*where, "cast"),
+                rule.target,
+                f"cast {rule.cast} gives a {rule.cast}, but {entity}.{rule.target} is a {kind}",
+                f"cast: {kind}",
+            )
+        for label, value in (
+            ("const", rule.arg if rule.source == "const" else None),
+            ("default", rule.default),
+        ):
+            if value is None or (label == "default" and not rule.has_default):
+                continue
+            try:
+                TypeAdapter(annotation).validate_python(value)
+            except ValidationError:
+                self.problem(
+                    (*where, label),
+                    rule.target,
+                    f"{label} {value!r} is not a valid {kind} for {entity}.{rule.target}",
+                    f"a {kind}",
+                )
 
     # -- rules -----------------------------------------------------------------------------------
     def rules(self, fields: dict[str, Any], path: PathKey) -> tuple[Rule, ...]:
@@ -305,25 +367,9 @@ class _Compiler:
             return None
         source = present[0]
         arg = self.source_arg(source, body[source], (*path, source), target)
-        ops = body.get("ops", [])
-        if isinstance(ops, str):
-            ops = [ops]
-        for i, op in enumerate(ops if isinstance(ops, list) else [ops]):
-            if op not in OPS:
-                self.problem(
-                    (*path, "ops", i),
-                    target,
-                    f"unknown operation {op!r}{_closest(str(op), OPS)}",
-                    ", ".join(OPS),
-                )
-        cast = body.get("cast")
-        if cast is not None and cast not in CASTS:
-            self.problem(
-                (*path, "cast"),
-                target,
-                f"unknown cast {cast!r}{_closest(str(cast), CASTS)}",
-                ", ".join(CASTS),
-            )
+        ops = self.ops(body.get("ops", []), (*path, "ops"), target)
+        caster = self.caster(body, path, target)
+        cast = body.get("cast") if caster else None
         value_map = body.get("map")
         if value_map is not None and not isinstance(value_map, dict):
             self.problem((*path, "map"), target, "map must be a mapping of source value -> target value")
@@ -345,23 +391,87 @@ class _Compiler:
                 self.sources = outer
         elif "fields" in body:
             self.problem((*path, "fields"), target, "fields: is only allowed together with each:")
-        fmt = body.get("format")
+        default = body.get("default")
+        if "default" in body and default is not None and caster is not None:
+            try:
+                default = caster(default)
+            except TransformError as exc:
+                self.problem((*path, "default"), target, f"default does not fit cast {cast}: {exc}")
         return Rule(
             target=target,
             source=source,
             arg=arg,
-            ops=tuple(ops) if isinstance(ops, list) else (),
+            ops=ops,
             value_map={str(k): v for k, v in value_map.items()} if value_map else None,
             fallback=body.get("fallback"),
             has_fallback="fallback" in body,
             cast=cast,
-            fmt=str(fmt) if fmt is not None else None,
-            default=body.get("default"),
+            caster=caster,
+            default=default,
             has_default="default" in body,
             required=bool(required),
             when=when,
             fields=sub_fields,
         )
+
+    def ops(self, value: Any, path: PathKey, target: str) -> tuple[Callable[[Any], Any], ...]:
+        """``[trim, upper, {split: ","}, {join: "; "}]`` -> bound functions, checked once here."""
+        items = value if isinstance(value, list) else [value]
+        allowed = ", ".join([*OPS, *(f"{{{name}: TEXT}}" for name in PARAM_OPS)])
+        out: list[Callable[[Any], Any]] = []
+        for i, op in enumerate(items):
+            if isinstance(op, str) and op in OPS:
+                out.append(OPS[op])
+            elif isinstance(op, dict) and len(op) == 1 and next(iter(op)) in PARAM_OPS:
+                name, arg = next(iter(op.items()))
+                if not isinstance(arg, str) or not arg:
+                    self.problem((*path, i), target, f"{name} takes a non-empty separator text, not {arg!r}")
+                    continue
+                out.append(functools.partial(PARAM_OPS[name], arg))
+            else:
+                label = op if isinstance(op, str) else next(iter(op), op) if isinstance(op, dict) else op
+                hint = _closest(str(label), [*OPS, *PARAM_OPS])
+                self.problem((*path, i), target, f"unknown operation {label!r}{hint}", allowed)
+        return tuple(out)
+
+    def caster(self, body: dict[str, Any], path: PathKey, target: str) -> Callable[[Any], Any] | None:
+        cast, fmt, zone = body.get("cast"), body.get("format"), body.get("timezone")
+        if cast is None:
+            for key in ("format", "timezone"):
+                if key in body:
+                    self.problem((*path, key), target, f"{key}: only applies together with cast:")
+            return None
+        if cast not in CASTS:
+            self.problem(
+                (*path, "cast"),
+                target,
+                f"unknown cast {cast!r}{_closest(str(cast), CASTS)}",
+                ", ".join(CASTS),
+            )
+            return None
+        if fmt is not None and (cast not in ("date", "datetime", "string") or not isinstance(fmt, str)):
+            self.problem(
+                (*path, "format"),
+                target,
+                "format: is a strptime pattern for date/datetime casts, e.g. '%d.%m.%Y'",
+            )
+            return None
+        tz = None
+        if zone is not None:
+            if cast != "datetime":
+                self.problem((*path, "timezone"), target, "timezone: only applies to cast: datetime")
+                return None
+            try:
+                tz = ZoneInfo(str(zone))
+            except (ZoneInfoNotFoundError, ValueError):
+                self.problem(
+                    (*path, "timezone"),
+                    target,
+                    f"unknown time zone {zone!r}",
+                    "IANA names such as Europe/Berlin, UTC",
+                )
+                return None
+        return functools.partial(CASTS[cast], fmt=fmt, tz=tz)
 
     def source_arg(self, source: str, value: Any, path: PathKey, target: str) -> Any:
         if source in ("from", "each"):
@@ -391,6 +501,15 @@ class _Compiler:
             for name in value:
                 self.use(name, path, target)
             return tuple(value)
+        if source == "money":
+            if not isinstance(value, dict) or set(value) != {"amount", "currency"}:
+                self.problem(
+                    path, target, "money takes amount: and currency: source field paths", "amount, currency"
+                )
+                return ("", "")
+            for key in ("amount", "currency"):
+                self.use(str(value[key]), (*path, key), target)
+            return (str(value["amount"]), str(value["currency"]))
         # lookup
         if not isinstance(value, dict) or "entity" not in value or "from" not in value:
             self.problem(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from datetime import tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -37,6 +38,16 @@ def _empty_to_null(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
+def _split(separator: str, value: Any) -> Any:
+    return [part.strip() for part in value.split(separator)] if isinstance(value, str) else value
+
+
+def _join(separator: str, value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return separator.join("" if v is None else _text(v) for v in value)
+    return value
+
+
 OPS: dict[str, Callable[[Any], Any]] = {
     "trim": _trim,
     "upper": _upper,
@@ -44,14 +55,17 @@ OPS: dict[str, Callable[[Any], Any]] = {
     "empty_to_null": _empty_to_null,
 }
 
+#: Operations that take one text argument: ``{split: ","}``, ``{join: "; "}``.
+PARAM_OPS: dict[str, Callable[[str, Any], Any]] = {"split": _split, "join": _join}
 
-def cast_string(value: Any, fmt: str | None) -> str:
+
+def cast_string(value: Any, fmt: str | None = None, tz: tzinfo | None = None) -> str:
     if isinstance(value, dt.datetime | dt.date):
         return value.strftime(fmt) if fmt else value.isoformat()
     return _text(value)
 
 
-def cast_integer(value: Any, fmt: str | None) -> int:
+def cast_integer(value: Any, fmt: str | None = None, tz: tzinfo | None = None) -> int:
     if isinstance(value, bool):
         raise TransformError(f"expected an integer, got boolean {value!r}")
     if isinstance(value, int):
@@ -65,7 +79,7 @@ def cast_integer(value: Any, fmt: str | None) -> int:
     return int(number)
 
 
-def cast_decimal(value: Any, fmt: str | None) -> Decimal:
+def cast_decimal(value: Any, fmt: str | None = None, tz: tzinfo | None = None) -> Decimal:
     """Exact decimal. JSON numbers from vendor APIs arrive as ``float`` through ``json.loads``;
     ``repr`` of a float is the shortest round-tripping text, so ``Decimal(repr(x))`` is the value
     the vendor sent (``19.99`` stays ``19.99``)."""
@@ -89,7 +103,7 @@ _TRUE = {"true", "yes", "1", "y", "on"}
 _FALSE = {"false", "no", "0", "n", "off"}
 
 
-def cast_boolean(value: Any, fmt: str | None) -> bool:
+def cast_boolean(value: Any, fmt: str | None = None, tz: tzinfo | None = None) -> bool:
     if isinstance(value, bool):
         return value
     text = _text(value).strip().lower()
@@ -100,7 +114,7 @@ def cast_boolean(value: Any, fmt: str | None) -> bool:
     raise TransformError(f"expected a boolean (true/false, yes/no, 1/0), got {value!r}")
 
 
-def cast_date(value: Any, fmt: str | None) -> dt.date:
+def cast_date(value: Any, fmt: str | None = None, tz: tzinfo | None = None) -> dt.date:
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):
@@ -116,8 +130,9 @@ def cast_date(value: Any, fmt: str | None) -> dt.date:
         ) from None
 
 
-def cast_datetime(value: Any, fmt: str | None) -> dt.datetime:
-    """Timezone-aware datetime; Salesforce's ``+0000`` offsets and a trailing ``Z`` are accepted."""
+def cast_datetime(value: Any, fmt: str | None = None, tz: tzinfo | None = None) -> dt.datetime:
+    """Timezone-aware datetime; Salesforce's ``+0000`` offsets and a trailing ``Z`` are accepted.
+    A value without an offset is read in ``tz`` (the rule's ``timezone:``), else in UTC."""
     if isinstance(value, dt.datetime):
         parsed = value
     else:
@@ -135,10 +150,10 @@ def cast_datetime(value: Any, fmt: str | None) -> dt.datetime:
             raise TransformError(
                 f"expected a date-time{' as ' + fmt if fmt else ' (ISO 8601)'}, got {value!r}"
             ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz or dt.UTC)
 
 
-CASTS: dict[str, Callable[[Any, str | None], Any]] = {
+CASTS: dict[str, Callable[..., Any]] = {
     "string": cast_string,
     "integer": cast_integer,
     "decimal": cast_decimal,
@@ -146,3 +161,15 @@ CASTS: dict[str, Callable[[Any, str | None], Any]] = {
     "date": cast_date,
     "datetime": cast_datetime,
 }
+
+
+def money(amount: Any, currency: Any) -> dict[str, Any] | None:
+    """``{amount: Decimal, currency: ISO code}``; both parts or neither."""
+    if amount in (None, "") and currency in (None, ""):
+        return None
+    if amount in (None, "") or currency in (None, ""):
+        raise TransformError(f"money needs both an amount and a currency, got {amount!r} and {currency!r}")
+    code = _text(currency).strip().upper()
+    if len(code) != 3 or not code.isalpha():
+        raise TransformError(f"{currency!r} is not an ISO 4217 currency code")
+    return {"amount": cast_decimal(amount), "currency": code}

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from mappings.engine import Mapper, MappingError
-from mappings.spec import load_spec_text
+from mappings.spec import SpecError, load_spec_text
 
 
 class FakeLookups:
@@ -67,17 +67,45 @@ def test_decimal_cast_keeps_the_digits_the_vendor_sent() -> None:
     assert mapper.map({"Id": "1", "P": 0.1 + 0.2})["unit_amount"] == Decimal("0.30000000000000004")
 
 
-def test_dates_and_salesforce_datetimes_parse() -> None:
+def test_dates_and_salesforce_datetimes_parse_with_formats_and_time_zones() -> None:
     mapper = Mapper(
         spec(
-            "  customer_id: {const: c}\n  currency: {const: USD}\n  status: {const: draft}\n"
-            "  effective_date: {from: D, cast: date}\n  number: {from: T, cast: datetime}\n",
-            entity="order",
+            "  Day: {from: D, cast: date}\n  Stamp: {from: T, cast: datetime}\n"
+            "  Local: {from: L, cast: datetime, format: '%d.%m.%Y %H:%M', timezone: Europe/Berlin}\n",
+            entity="invoice",
+            direction="outbound",
+            system="erp",
         )
     )
-    out = mapper.map({"Id": "1", "D": "2026-02-28", "T": "2026-11-25T08:00:00.000+0000"})
-    assert out["effective_date"] == dt.date(2026, 2, 28)
-    assert out["number"] == dt.datetime(2026, 11, 25, 8, tzinfo=dt.UTC)
+    out = mapper.map({"D": "2026-02-28", "T": "2026-11-25T08:00:00.000+0000", "L": "25.11.2026 09:00"})
+    assert out["Day"] == dt.date(2026, 2, 28)
+    assert out["Stamp"] == dt.datetime(2026, 11, 25, 8, tzinfo=dt.UTC)
+    assert out["Local"] == dt.datetime(2026, 11, 25, 8, tzinfo=dt.UTC)  # 09:00 in Berlin is 08:00 UTC
+
+
+def test_a_cast_that_can_never_fit_the_canonical_field_is_a_spec_error() -> None:
+    with pytest.raises(SpecError, match="cast datetime gives a datetime, but order.number is a string"):
+        spec(
+            "  customer_id: {const: c}\n  currency: {const: USD}\n  status: {const: draft}\n"
+            "  effective_date: {const: '2026-01-01'}\n  number: {from: T, cast: datetime}\n",
+            entity="order",
+        )
+
+
+def test_split_join_and_money() -> None:
+    mapper = Mapper(
+        spec(
+            "  Tags: {from: T, ops: [{split: ';'}, {join: ', '}]}\n"
+            "  Total: {money: {amount: A, currency: C}}\n",
+            entity="invoice",
+            direction="outbound",
+            system="erp",
+        )
+    )
+    out = mapper.map({"T": "a; b ;c", "A": 12.5, "C": "eur"})
+    assert out == {"Tags": "a, b, c", "Total": {"amount": Decimal("12.5"), "currency": "EUR"}}
+    with pytest.raises(MappingError, match="both an amount and a currency"):
+        mapper.map({"A": 1})
 
 
 def test_conditions_are_data_and_skip_the_field_when_false() -> None:
