@@ -37,6 +37,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from connectors.salesforce.client import encode_json
+from connectors.salesforce.schema import READ_ONLY_FIELDS, SYSTEM_FIELDS
+from connectors.salesforce.schema import STANDARD_FIELDS as DEFAULT_SCHEMA
 from connectors.salesforce.soql import (
     Literal,
     Name,
@@ -79,101 +81,7 @@ KEY_PREFIXES = {
     "Organization": "00D",
 }
 
-#: Field types: id, reference, boolean, double, currency, date, datetime, string (and its kin).
-SYSTEM_FIELDS = {
-    "Id": "id",
-    "IsDeleted": "boolean",
-    "CreatedDate": "datetime",
-    "CreatedById": "reference",
-    "LastModifiedDate": "datetime",
-    "LastModifiedById": "reference",
-    "SystemModstamp": "datetime",
-}
-READ_ONLY_FIELDS = frozenset(f.lower() for f in SYSTEM_FIELDS)
-_ADDRESS = {
-    "BillingStreet": "textarea",
-    "BillingCity": "string",
-    "BillingState": "string",
-    "BillingPostalCode": "string",
-    "BillingCountry": "string",
-}
-DEFAULT_SCHEMA: dict[str, dict[str, str]] = {
-    "Account": {
-        "Name": "string",
-        "AccountNumber": "string",
-        "Type": "picklist",
-        "Phone": "phone",
-        "Website": "url",
-        "Description": "textarea",
-        "ParentId": "reference",
-        "OwnerId": "reference",
-        "CurrencyIsoCode": "picklist",
-        **_ADDRESS,
-    },
-    "Contact": {
-        "AccountId": "reference",
-        "FirstName": "string",
-        "LastName": "string",
-        "Name": "string",
-        "Email": "email",
-        "Phone": "phone",
-        "OwnerId": "reference",
-    },
-    "Product2": {
-        "Name": "string",
-        "ProductCode": "string",
-        "Description": "textarea",
-        "Family": "picklist",
-        "IsActive": "boolean",
-        "QuantityUnitOfMeasure": "picklist",
-        "CurrencyIsoCode": "picklist",
-    },
-    "Pricebook2": {
-        "Name": "string",
-        "Description": "textarea",
-        "IsActive": "boolean",
-        "IsStandard": "boolean",
-    },
-    "PricebookEntry": {
-        "Name": "string",
-        "Pricebook2Id": "reference",
-        "Product2Id": "reference",
-        "ProductCode": "string",
-        "UnitPrice": "currency",
-        "IsActive": "boolean",
-        "UseStandardPrice": "boolean",
-        "CurrencyIsoCode": "picklist",
-    },
-    "Order": {
-        "AccountId": "reference",
-        "Pricebook2Id": "reference",
-        "OrderNumber": "string",
-        "Status": "picklist",
-        "Type": "picklist",
-        "EffectiveDate": "date",
-        "EndDate": "date",
-        "ActivatedDate": "datetime",
-        "Description": "textarea",
-        "PoNumber": "string",
-        "TotalAmount": "currency",
-        "CurrencyIsoCode": "picklist",
-        "OwnerId": "reference",
-        **_ADDRESS,
-    },
-    "OrderItem": {
-        "OrderId": "reference",
-        "Product2Id": "reference",
-        "PricebookEntryId": "reference",
-        "OrderItemNumber": "string",
-        "Quantity": "double",
-        "UnitPrice": "currency",
-        "ListPrice": "currency",
-        "TotalPrice": "currency",
-        "ServiceDate": "date",
-        "EndDate": "date",
-        "Description": "textarea",
-    },
-}
+
 _NUMBER_TYPES = {"double", "currency", "int", "percent"}
 _ID_TYPES = {"id", "reference"}
 

@@ -1,0 +1,51 @@
+"""Top-level fields of the QuickBooks Online entities billsync writes, and those a create requires.
+
+From Intuit's QBO v3 API reference (minor version 75). ``billsync mappings check`` uses it to catch a
+misspelt target field (``DisplayNme``) or a required one left unmapped before any call is made.
+"""
+
+from __future__ import annotations
+
+_COMMON = ("Id", "SyncToken", "MetaData", "domain", "sparse")
+
+ENTITY_FIELDS: dict[str, tuple[str, ...]] = {
+    "Customer": (
+        *_COMMON,
+        "DisplayName", "Title", "GivenName", "MiddleName", "FamilyName", "Suffix", "FullyQualifiedName",
+        "CompanyName", "PrintOnCheckName", "Active", "PrimaryPhone", "AlternatePhone", "Mobile", "Fax",
+        "PrimaryEmailAddr", "WebAddr", "DefaultTaxCodeRef", "Taxable", "BillAddr", "ShipAddr", "Notes",
+        "Job", "BillWithParent", "ParentRef", "Level", "SalesTermRef", "PaymentMethodRef", "Balance",
+        "OpenBalanceDate", "BalanceWithJobs", "CurrencyRef", "PreferredDeliveryMethod", "ResaleNum",
+        "TaxExemptionReasonId", "PrimaryTaxIdentifier", "SecondaryTaxIdentifier", "GSTIN", "BusinessNumber",
+    ),
+    "Item": (
+        *_COMMON,
+        "Name", "Sku", "Description", "Active", "SubItem", "ParentRef", "Level", "FullyQualifiedName",
+        "Taxable", "SalesTaxIncluded", "UnitPrice", "Type", "IncomeAccountRef", "PurchaseDesc",
+        "PurchaseTaxIncluded", "PurchaseCost", "ExpenseAccountRef", "AssetAccountRef", "TrackQtyOnHand",
+        "QtyOnHand", "InvStartDate", "SalesTaxCodeRef", "PurchaseTaxCodeRef", "ClassRef",
+    ),
+    "Invoice": (
+        *_COMMON,
+        "DocNumber", "TxnDate", "DueDate", "CustomerRef", "Line", "CurrencyRef", "ExchangeRate",
+        "PrivateNote", "CustomerMemo", "BillAddr", "ShipAddr", "BillEmail", "BillEmailCc", "BillEmailBcc",
+        "SalesTermRef", "TxnTaxDetail", "ApplyTaxAfterDiscount", "PrintStatus", "EmailStatus", "Balance",
+        "TotalAmt", "Deposit", "DepositToAccountRef", "AllowOnlineCreditCardPayment",
+        "AllowOnlineACHPayment", "ClassRef", "DepartmentRef", "CustomField", "GlobalTaxCalculation",
+        "LinkedTxn", "TrackingNum", "ShipDate", "ShipMethodRef", "TxnSource",
+    ),
+    "Payment": (
+        *_COMMON,
+        "TxnDate", "TotalAmt", "CustomerRef", "CurrencyRef", "ExchangeRate", "PaymentMethodRef",
+        "PaymentRefNum", "DepositToAccountRef", "ARAccountRef", "UnappliedAmt", "ProcessPayment", "Line",
+        "PrivateNote", "CreditCardPayment", "TxnSource", "TxnStatus",
+    ),
+}  # fmt: skip
+
+#: Fields a create must carry (Intuit marks them "Required"; a Service item needs its income account).
+REQUIRED_ON_CREATE: dict[str, tuple[str, ...]] = {
+    "Customer": ("DisplayName",),
+    "Item": ("Name", "Type", "IncomeAccountRef"),
+    "Invoice": ("CustomerRef", "Line"),
+    "Payment": ("TotalAmt", "CustomerRef"),
+}
