@@ -256,6 +256,13 @@ class _Compiler:
         if match_on is not None and (direction != "outbound" or not isinstance(match_on, str)):
             self.problem(("match_on",), "match_on", "only outbound specs name a target field to match on")
             match_on = None
+        elif match_on is None and direction == "outbound":
+            self.problem(
+                (),
+                "match_on",
+                "outbound specs name the target field that identifies a record (e.g. DocNumber), so a "
+                "write whose outcome is unknown is looked up instead of sent twice",
+            )
         fields = data.get("fields")
         rules: tuple[Rule, ...] = ()
         if not isinstance(fields, dict) or not fields:

@@ -65,15 +65,34 @@ def cast_string(value: Any, fmt: str | None = None, tz: tzinfo | None = None) ->
     return _text(value)
 
 
+#: Digits before / after the point a business number may have; beyond is an error, not a bignum.
+MAX_INTEGER_DIGITS = 30
+MAX_FRACTION_DIGITS = 30
+
+
+def _bounded_decimal(text: str, value: Any, expected: str) -> Decimal:
+    try:
+        number = Decimal(text)
+    except (InvalidOperation, ValueError):
+        raise TransformError(f"expected {expected}, got {value!r}") from None
+    if not number.is_finite():
+        raise TransformError(f"expected {expected}, got {value!r} (not a finite number)")
+    if number and (
+        number.adjusted() >= MAX_INTEGER_DIGITS or -number.as_tuple().exponent > MAX_FRACTION_DIGITS
+    ):  # type: ignore[operator]
+        raise TransformError(
+            f"{value!r} is out of range: at most {MAX_INTEGER_DIGITS} digits before and "
+            f"{MAX_FRACTION_DIGITS} after the point"
+        )
+    return number
+
+
 def cast_integer(value: Any, fmt: str | None = None, tz: tzinfo | None = None) -> int:
     if isinstance(value, bool):
         raise TransformError(f"expected an integer, got boolean {value!r}")
     if isinstance(value, int):
         return value
-    try:
-        number = Decimal(_text(value).strip())
-    except InvalidOperation:
-        raise TransformError(f"expected an integer, got {value!r}") from None
+    number = _bounded_decimal(_text(value).strip(), value, "an integer")
     if number != number.to_integral_value():
         raise TransformError(f"expected an integer, got {value!r} (has a fraction)")
     return int(number)
@@ -90,13 +109,7 @@ def cast_decimal(value: Any, fmt: str | None = None, tz: tzinfo | None = None) -
     if isinstance(value, int):
         return Decimal(value)
     text = repr(value) if isinstance(value, float) else str(value).strip()
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        raise TransformError(f"expected a decimal number, got {value!r}") from None
-    if not number.is_finite():
-        raise TransformError(f"expected a finite decimal number, got {value!r}")
-    return number
+    return _bounded_decimal(text, value, "a decimal number")
 
 
 _TRUE = {"true", "yes", "1", "y", "on"}

@@ -114,38 +114,41 @@ def run_billing(
         session.flush()
         run_id = run.id
 
-    for draft in outcome.invoices:
+    status = "failed"
+    try:
+        for draft in outcome.invoices:
+            with runtime.transaction() as session:
+                number = series.format(next_number(session, series.name))
+                session.add(_stored_invoice(draft, series.name, number))
+                for destination in destinations:
+                    enqueue(
+                        session,
+                        destination=destination,
+                        entity="invoice",
+                        canonical_id=draft.key,
+                        action="create",
+                        version="1",
+                    )
+            result.invoices_created += 1
+            result.lines += len(draft.lines)
+            result.numbers.append(number)
+            code = draft.currency.code
+            result.totals[code] = result.totals.get(code, Decimal("0")) + draft.total.amount
+            if progress:
+                progress(1)
+        status = "partial" if result.problems else "ok"
+    finally:  # the run row tells support staff how far it got, even after a crash or Ctrl-C
         with runtime.transaction() as session:
-            number = series.format(next_number(session, series.name))
-            session.add(_stored_invoice(draft, series.name, number))
-            for destination in destinations:
-                enqueue(
-                    session,
-                    destination=destination,
-                    entity="invoice",
-                    canonical_id=draft.key,
-                    action="create",
-                    version="1",
-                )
-        result.invoices_created += 1
-        result.lines += len(draft.lines)
-        result.numbers.append(number)
-        code = draft.currency.code
-        result.totals[code] = result.totals.get(code, Decimal("0")) + draft.total.amount
-        if progress:
-            progress(1)
-
-    with runtime.transaction() as session:
-        run_row = session.get(SyncRun, run_id)
-        assert run_row is not None
-        run_row.status = "partial" if result.problems else "ok"
-        run_row.finished_at = utcnow()
-        run_row.counts = {
-            "invoices_created": result.invoices_created,
-            "lines": result.lines,
-            "problems": result.problems,
-            "totals": {k: str(v) for k, v in result.totals.items()},
-        }
+            run_row = session.get(SyncRun, run_id)
+            assert run_row is not None
+            run_row.status = status
+            run_row.finished_at = utcnow()
+            run_row.counts = {
+                "invoices_created": result.invoices_created,
+                "lines": result.lines,
+                "problems": result.problems,
+                "totals": {k: str(v) for k, v in result.totals.items()},
+            }
     return result
 
 

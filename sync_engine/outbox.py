@@ -6,7 +6,7 @@ because the dispatcher maps the record as it is when it sends; so only one pendi
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sync_engine.store.models import OutboxItem
@@ -17,8 +17,10 @@ OPEN_STATUSES = ("pending", "unknown")
 def enqueue(
     session: Session, *, destination: str, entity: str, canonical_id: str, action: str, version: str
 ) -> OutboxItem | None:
-    """Queue one write; returns ``None`` when an open row or the identical key already exists."""
-    key = f"{destination}:{entity}:{canonical_id}:{action}:{version}"[:128]
+    """Queue one write; returns ``None`` when an open row already covers it.
+
+    The key ends with the row's ordinal for this record, so a value that comes back (A -> B -> A)
+    is queued again rather than mistaken for the write already made."""
     open_row = session.scalars(
         select(OutboxItem.id).where(
             OutboxItem.destination == destination,
@@ -29,8 +31,16 @@ def enqueue(
     ).first()
     if open_row is not None:
         return None
-    if session.scalars(select(OutboxItem.id).where(OutboxItem.idempotency_key == key)).first() is not None:
-        return None
+    earlier = session.scalar(
+        select(func.count())
+        .select_from(OutboxItem)
+        .where(
+            OutboxItem.destination == destination,
+            OutboxItem.entity == entity,
+            OutboxItem.canonical_id == canonical_id,
+        )
+    )
+    key = f"{destination}:{entity}:{canonical_id}:{action}:{version}:{(earlier or 0) + 1}"[:128]
     item = OutboxItem(
         destination=destination, entity=entity, canonical_id=canonical_id, action=action, idempotency_key=key
     )

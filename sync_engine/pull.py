@@ -19,9 +19,11 @@ from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
 from sync_engine.outbox import enqueue
 from sync_engine.runtime import Runtime
 from sync_engine.settings import StreamSettings
-from sync_engine.store.models import CanonicalRecord, StreamCursor, SyncRun, utcnow
+from sync_engine.store.models import CanonicalRecord, DeadLetter, StreamCursor, SyncRun, utcnow
 
 CURSOR_FIELD = "SystemModstamp"
+MISSING_BINDING = "MissingBinding"
+RETRY_BATCH = 2000
 
 
 @dataclass
@@ -83,7 +85,8 @@ def pull_stream(
                     result.cursor = newest
             if progress:
                 progress(len(page))
-    except Exception as exc:
+        _retry_waiting(runtime, stream, spec, system, outbound_to, run_id, result)
+    except BaseException as exc:  # Ctrl-C included: the run did not finish
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
@@ -154,8 +157,15 @@ def _store_page(
         try:
             data = validate_entity(entity, mapper.map(clean))
         except MappingError as exc:
+            # A record that only waits for another (its account not pulled yet) is retried on every
+            # run from the dead letters, since the cursor has moved past it.
+            kind = MISSING_BINDING if exc.only_missing_bindings else "MappingError"
+            _dead(session, stream, system, entity, external_id, clean, str(exc), kind, run_id, result)
+            continue
+        except (ArithmeticError, ValueError, TypeError) as exc:  # a value no rule foresaw: one record
+            message = f"unexpected value: {type(exc).__name__}: {exc}"
             _dead(
-                session, stream, system, entity, external_id, clean, str(exc), "MappingError", run_id, result
+                session, stream, system, entity, external_id, clean, message, "MappingError", run_id, result
             )
             continue
         except ValidationError as exc:
@@ -206,6 +216,48 @@ def _store_page(
         resolved.append(external_id)
     resolve_dead_letters(session, stream=stream.name, entity=entity, external_ids=resolved)
     session.flush()
+
+
+def _retry_waiting(
+    runtime: Runtime,
+    stream: StreamSettings,
+    spec: Any,
+    system: str,
+    outbound_to: list[str],
+    run_id: int,
+    result: PullResult,
+) -> None:
+    """Map again the records that were only waiting for a referenced record (stored payloads)."""
+    with runtime.transaction() as session:
+        payloads = [
+            dict(letter.payload)
+            for letter in session.scalars(
+                select(DeadLetter)
+                .where(
+                    DeadLetter.stream == stream.name,
+                    DeadLetter.status == "open",
+                    DeadLetter.error_type == MISSING_BINDING,
+                )
+                .order_by(DeadLetter.id)
+                .limit(RETRY_BATCH)
+            )
+        ]
+        if payloads:
+            lookups = BindingLookups(session, {spec.system: system})
+            before = result.read
+            _store_page(
+                session,
+                runtime,
+                stream,
+                Mapper(spec, lookups),
+                lookups,
+                payloads,
+                system,
+                outbound_to,
+                run_id,
+                result,
+            )
+            result.read = before  # retried, not read from the source again
 
 
 def _dead(

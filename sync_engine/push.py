@@ -26,6 +26,7 @@ from mappings.engine import Mapper, MappingError
 from sync_engine.bindings import BindingLookups, bind, bindings_by_canonical, payload_hash
 from sync_engine.dead_letters import record_dead_letter
 from sync_engine.invoicing import invoice_document
+from sync_engine.outbox import enqueue
 from sync_engine.runtime import Runtime
 from sync_engine.settings import DestinationSettings
 from sync_engine.store.models import CanonicalRecord, Invoice, OutboxItem, SyncRun, utcnow
@@ -59,6 +60,8 @@ class _Prepared:
     outcome_unknown: bool
     remote_id: str | None
     remote_version: str | None
+    sent_match_key: str | None  # what the previous, unknown-outcome attempt was sent with
+    sent_hash: str | None
 
 
 def push_destination(
@@ -77,8 +80,8 @@ def push_destination(
         for entity in ORDER:
             if entity in destination.mappings:
                 _push_entity(runtime, destination, connector, entity, run_id, result, progress)
-    except (AuthError, FatalError) as exc:
-        status, error = "failed", str(exc)
+    except BaseException as exc:  # Ctrl-C and database errors too: the run did not finish
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
         result.api_calls = connector.api_calls - calls_before
@@ -119,24 +122,29 @@ def _push_entity(
         prepared, last_id = _prepare(runtime, destination, entity, natural_field, last_id, run_id, result)
         if last_id < 0:
             return
-        # Writes whose outcome is unknown (timeout, crash mid-call): did they happen? One query.
-        unknown = [p for p in prepared if p.outcome_unknown and p.operation == "create" and natural_field]
+        # Writes whose outcome is unknown (timeout, crash mid-call): did they happen? Look them up
+        # by the key they were *sent* with (the record may have been renamed since). One query.
+        unknown = [p for p in prepared if p.outcome_unknown and p.operation == "create" and p.sent_match_key]
         found = (
-            connector.find_by(qbo_entity, natural_field, [p.natural_key for p in unknown]) if unknown else {}
+            connector.find_by(qbo_entity, natural_field, [str(p.sent_match_key) for p in unknown])
+            if unknown
+            else {}
         )
+        unknown_ids = {p.row_id for p in unknown}
         with runtime.transaction() as session:
             to_send = []
             for p in prepared:
                 row = session.get(OutboxItem, p.row_id)
                 assert row is not None
-                remote = found.get(p.natural_key) if p.outcome_unknown else None
+                remote = found.get(str(p.sent_match_key)) if p.row_id in unknown_ids else None
                 if remote is not None:
-                    _bound(session, destination.name, entity, row, remote, p.doc)
+                    _adopt(session, destination.name, entity, row, remote, p.sent_hash, payload_hash(p.doc))
                     result.adopted += 1
                     continue
                 if row.status == "pending":  # a fresh attempt gets a fresh key; a resend keeps its key
                     row.attempts += 1
                 row.status = "unknown"  # in flight: committed before the call
+                row.sent_match_key, row.sent_hash = p.natural_key or None, payload_hash(p.doc)
                 p.key = f"{row.idempotency_key}#{row.attempts}"
                 to_send.append(p)
         if not to_send:
@@ -154,7 +162,7 @@ def _push_entity(
         ]
         try:
             results = connector.batch(items)
-        except RetryableError as exc:
+        except RetryableError as exc:  # batch() reports call failures per item; this is a safety net
             with runtime.transaction() as session:
                 for p in to_send:
                     row = session.get(OutboxItem, p.row_id)
@@ -256,6 +264,8 @@ def _prepare(
                     outcome_unknown=row.status == "unknown",
                     remote_id=binding.external_id if binding else None,
                     remote_version=binding.remote_version if binding else None,
+                    sent_match_key=row.sent_match_key,
+                    sent_hash=row.sent_hash,
                 )
             )
         return prepared, rows[-1].id
@@ -274,6 +284,7 @@ def _apply_results(
     result: PushResult,
 ) -> None:
     by_key = {r.key: r for r in results}
+    stop: AuthError | FatalError | None = None
 
     # A name that exists already (made by hand, or by a write we lost track of) is adopted, not
     # duplicated; look those up before opening the transaction.
@@ -293,22 +304,24 @@ def _apply_results(
             assert row is not None
             outcome = by_key.get(p.key)
             if outcome is not None and outcome.ok and outcome.entity is not None:
-                _bound(session, system, entity, row, outcome.entity, p.doc)
+                _bound(session, system, entity, row, outcome.entity, payload_hash(p.doc))
                 result.sent[entity] = result.sent.get(entity, 0) + 1
                 continue
             error = outcome.error if outcome is not None else None
             if isinstance(error, DuplicateNameError) and p.natural_key in existing:
-                _bound(session, system, entity, row, existing[p.natural_key], p.doc)
+                # Created by hand, or by a write we lost track of: adopt it, then write our data on it.
+                _adopt(session, system, entity, row, existing[p.natural_key], None, payload_hash(p.doc))
                 result.adopted += 1
             elif p.canonical_id in fresh_versions:
                 remote = fresh_versions[p.canonical_id]
+                external_id, version = remote_identity(remote)
                 bind(
                     session,
                     system=system,
                     entity=entity,
-                    external_id=remote_identity(remote)[0],
+                    external_id=external_id,
                     canonical_id=p.canonical_id,
-                    remote_version=remote_identity(remote)[1],
+                    remote_version=version,
                     hash_=None,
                 )
                 row.status, row.last_error = "pending", str(error)
@@ -326,9 +339,14 @@ def _apply_results(
                     result,
                 )
             else:
-                row.status = "unknown" if isinstance(error, RetryableError) else "pending"
+                # No answer for this item (timeout, throttling, auth, TLS...): it may have been
+                # applied, so it stays "unknown" and is looked up before it is sent again.
                 row.last_error = str(error) if error else "no result for this item in the batch response"
                 result.retry_later += 1
+                if isinstance(error, AuthError | FatalError):
+                    stop = stop or error
+    if stop is not None:
+        raise stop  # after committing what we learned: a person must fix credentials or config
 
 
 def _documents(session: Any, entity: str, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -348,18 +366,43 @@ def _documents(session: Any, entity: str, ids: list[str]) -> dict[str, dict[str,
 
 
 def _bound(
-    session: Any, system: str, entity: str, row: OutboxItem, remote: dict[str, Any], doc: dict[str, Any]
+    session: Any, system: str, entity: str, row: OutboxItem, remote: dict[str, Any], sent_hash: str | None
 ) -> None:
+    """Record where the canonical record lives now; ``sent_hash`` is the data QBO holds (or None)."""
+    external_id, version = remote_identity(remote)
     bind(
         session,
         system=system,
         entity=entity,
-        external_id=remote_identity(remote)[0],
+        external_id=external_id,
         canonical_id=row.canonical_id,
-        remote_version=remote_identity(remote)[1],
-        hash_=payload_hash(doc),
+        remote_version=version,
+        hash_=sent_hash,
     )
     _done(row)
+
+
+def _adopt(
+    session: Any,
+    system: str,
+    entity: str,
+    row: OutboxItem,
+    remote: dict[str, Any],
+    sent_hash: str | None,
+    current_hash: str,
+) -> None:
+    """Bind to a record that exists remotely; if it does not hold our current data, queue an update."""
+    _bound(session, system, entity, row, remote, sent_hash)
+    if entity != "invoice" and sent_hash != current_hash:
+        session.flush()
+        enqueue(
+            session,
+            destination=system,
+            entity=entity,
+            canonical_id=row.canonical_id,
+            action="upsert",
+            version=current_hash[:16],
+        )
 
 
 def _done(row: OutboxItem) -> None:

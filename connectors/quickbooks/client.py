@@ -96,6 +96,10 @@ class BatchResult:
     error: ConnectorError | None
 
 
+#: Entities whose queries skip inactive records by default (QBO "name list" entities).
+_NAME_LIST_ENTITIES = frozenset({"Customer", "Item", "Vendor", "Employee", "Account", "Class", "Department"})
+
+
 def remote_identity(entity: Mapping[str, Any]) -> tuple[str, str]:
     """``(Id, SyncToken)`` of an entity QBO returned: what a binding keeps to update it later."""
     return str(entity["Id"]), str(entity.get("SyncToken", "0"))
@@ -374,10 +378,12 @@ class QuickBooksConnector:
             raise ValueError(f"not a field name: {field!r}")
         wanted = sorted(set(values))
         found: dict[str, dict[str, Any]] = {}
+        # Name lists return only active records unless asked; an inactive one is still a match.
+        also_inactive = " AND Active IN (true, false)" if entity in _NAME_LIST_ENTITIES else ""
         for start in range(0, len(wanted), _IN_CHUNK):
             chunk = wanted[start : start + _IN_CHUNK]
             in_list = ", ".join(f"'{_escape(value)}'" for value in chunk)
-            for row in self.query(f"SELECT * FROM {entity} WHERE {field} IN ({in_list})"):
+            for row in self.query(f"SELECT * FROM {entity} WHERE {field} IN ({in_list}){also_inactive}"):
                 value = _field_value(row, field)
                 if value is not None:
                     found.setdefault(str(value), row)
@@ -442,7 +448,9 @@ class QuickBooksConnector:
         )
         try:
             return retrying(once)
-        except RetryableError as exc:
+        except ConnectorError as exc:
+            # Whatever ends the retries (even an auth or TLS failure), an earlier attempt may have
+            # been applied: the caller must look the write up before sending it again.
             if outcome_unknown and not isinstance(exc, OutcomeUnknownError):
                 raise OutcomeUnknownError(
                     f"an earlier attempt may have been applied; last error: {exc.message}", system=SYSTEM

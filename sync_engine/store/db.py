@@ -95,6 +95,8 @@ def make_engine(url: str | URL, *, echo: bool = False, _enforce_foreign_keys: bo
     kwargs: dict[str, Any] = {
         "echo": echo,
         "pool_pre_ping": True,
+        # a failed statement's error text must not carry its parameters (rotated OAuth tokens, payloads)
+        "hide_parameters": True,
         "json_serializer": _json_serializer,
         "json_deserializer": _json_deserializer,
     }

@@ -130,6 +130,10 @@ class OutboxItem(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     done_at: Mapped[dt.datetime | None]
+    #: Set when a write goes out: the value of the spec's ``match_on`` field and the hash of the
+    #: canonical record as sent, so an unknown outcome is looked up by what was really sent.
+    sent_match_key: Mapped[str | None] = mapped_column(String(255))
+    sent_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class Invoice(Base):

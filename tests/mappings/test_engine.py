@@ -17,10 +17,19 @@ class FakeLookups:
         return self.table.get((system, entity, value, inbound))
 
 
-def spec(fields: str, *, entity: str = "customer", direction: str = "inbound", system: str = "salesforce"):
+def spec(
+    fields: str,
+    *,
+    entity: str = "customer",
+    direction: str = "inbound",
+    system: str = "salesforce",
+    match_on: str = "DocNumber",
+):
     header = f"billsync_mapping: 1\nsystem: {system}\nobject: X\nentity: {entity}\ndirection: {direction}\n"
     if direction == "inbound":
         header += "key: Id\n"
+    else:
+        header += f"match_on: {match_on}\n"
     return load_spec_text(header + "fields:\n" + fields, "s.yaml")
 
 
@@ -75,6 +84,7 @@ def test_dates_and_salesforce_datetimes_parse_with_formats_and_time_zones() -> N
             entity="invoice",
             direction="outbound",
             system="erp",
+            match_on="Day",
         )
     )
     out = mapper.map({"D": "2026-02-28", "T": "2026-11-25T08:00:00.000+0000", "L": "25.11.2026 09:00"})
@@ -100,6 +110,7 @@ def test_split_join_and_money() -> None:
             entity="invoice",
             direction="outbound",
             system="erp",
+            match_on="Tags",
         )
     )
     out = mapper.map({"T": "a; b ;c", "A": 12.5, "C": "eur"})

@@ -6,63 +6,18 @@ user would check in QuickBooks afterwards: every invoice there exactly once, not
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from connectors.quickbooks.sandbox import QuickBooksSandbox
-from connectors.salesforce.sandbox import SalesforceSandbox
 from sync_engine import pull as pull_module
 from sync_engine import push as push_module
 from sync_engine.cycle import run_cycle
-from sync_engine.demo import seed_salesforce, write_workdir
-from sync_engine.runtime import Runtime
-from sync_engine.settings import load_settings
-from sync_engine.store.db import upgrade_database
 from sync_engine.store.models import CanonicalRecord, DeadLetter, Invoice, OutboxItem, StreamCursor
+from tests.sync_engine.company import TODAY, Company, count
 
 pytestmark = pytest.mark.integration
-TODAY = dt.date(2026, 11, 25)
-
-
-@dataclass
-class Company:
-    sf: SalesforceSandbox
-    qbo: QuickBooksSandbox
-    runtime: Runtime
-
-    def fresh_runtime(self) -> Runtime:
-        """A new process after a crash: same settings and database, nothing in memory."""
-        self.runtime.close()
-        self.runtime = Runtime(self.runtime.settings)
-        return self.runtime
-
-    def qbo_invoice_numbers(self) -> Counter[str]:
-        return Counter(str(inv["DocNumber"]) for inv in self.qbo.entities("Invoice"))
-
-
-@pytest.fixture
-def company(db_url: str, tmp_path: Path) -> Iterator[Company]:
-    with SalesforceSandbox(cert_dir=tmp_path) as sf, QuickBooksSandbox(cert_dir=tmp_path) as qbo:
-        seed_salesforce(sf, accounts=40, orders=90, today=TODAY)
-        settings = load_settings(write_workdir(tmp_path, sf, qbo))
-        settings.database_url = db_url
-        upgrade_database(db_url)
-        runtime = Runtime(settings)
-        company = Company(sf, qbo, runtime)
-        yield company
-        company.runtime.close()
-
-
-def count(runtime: Runtime, model: type, *where: object) -> int:
-    with runtime.sessions() as session:
-        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
 
 def test_a_cycle_puts_every_invoice_in_quickbooks_once_and_a_rerun_adds_nothing(company: Company) -> None:
