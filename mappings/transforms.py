@@ -77,9 +77,9 @@ def _bounded_decimal(text: str, value: Any, expected: str) -> Decimal:
         raise TransformError(f"expected {expected}, got {value!r}") from None
     if not number.is_finite():
         raise TransformError(f"expected {expected}, got {value!r} (not a finite number)")
-    if number and (
-        number.adjusted() >= MAX_INTEGER_DIGITS or -number.as_tuple().exponent > MAX_FRACTION_DIGITS
-    ):  # type: ignore[operator]
+    exponent = number.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite numbers have an integer exponent
+    if number and (number.adjusted() >= MAX_INTEGER_DIGITS or -exponent > MAX_FRACTION_DIGITS):
         raise TransformError(
             f"{value!r} is out of range: at most {MAX_INTEGER_DIGITS} digits before and "
             f"{MAX_FRACTION_DIGITS} after the point"
