@@ -82,12 +82,47 @@ class OrderLine(CanonicalModel):
     description: str | None = None
 
 
+class PaymentAllocation(CanonicalModel):
+    invoice_id: str
+    amount: Decimal = Field(gt=0)
+
+
+class Payment(CanonicalModel):
+    """Money received from a customer, allocated to one or more invoices (the rest is credit)."""
+
+    customer_id: str
+    amount: Decimal = Field(gt=0)
+    currency: CurrencyCode
+    received_on: dt.date
+    method: Literal["card", "bank_transfer", "direct_debit", "cash", "cheque", "gateway", "other"] = "other"
+    reference: str | None = None
+    allocations: list[PaymentAllocation] = Field(default_factory=list)
+
+    _currency = field_validator("currency")(_known_currency)
+
+
+class InvoiceStatus(CanonicalModel):
+    """Where an invoice stands with the customer; what flows back to the ERP and the CRM."""
+
+    invoice_id: str
+    number: str
+    status: Literal["open", "partially_paid", "paid", "overdue", "void", "uncollectible"]
+    currency: CurrencyCode
+    amount_paid: Decimal = Field(ge=0)
+    amount_due: Decimal = Field(ge=0)
+    paid_on: dt.date | None = None
+
+    _currency = field_validator("currency")(_known_currency)
+
+
 ENTITY_MODELS: dict[str, type[CanonicalModel]] = {
     "customer": Customer,
     "product": Product,
     "price": Price,
     "order": Order,
     "order_line": OrderLine,
+    "payment": Payment,
+    "invoice_status": InvoiceStatus,
 }
 
 

@@ -72,15 +72,30 @@ def get_path(record: Any, path: str) -> Any:
 
 
 def set_path(target: dict[str, Any], path: str, value: Any) -> None:
+    """Write ``a.b`` (nested objects) or ``LinkedTxn.0.TxnId`` (a number makes a list) into ``target``."""
     parts = path.split(".")
-    node = target
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    node[parts[-1]] = value
+    node: Any = target
+    for part, following in zip(parts, parts[1:], strict=False):
+        empty: Any = [] if following.isdigit() else {}
+        if isinstance(node, list):
+            index = int(part)
+            while len(node) <= index:
+                node.append(None)
+            if not isinstance(node[index], dict | list):
+                node[index] = empty
+            node = node[index]
+        else:
+            if not isinstance(node.get(part), dict | list):
+                node[part] = empty
+            node = node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        index = int(last)
+        while len(node) <= index:
+            node.append(None)
+        node[index] = value
+    else:
+        node[last] = value
 
 
 def _present(value: Any) -> bool:

@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import TypeAdapter, ValidationError
 
 from mappings.canonical import ENTITY_MODELS
+from mappings.schema import SchemaLookup
 from mappings.transforms import CASTS, OPS, PARAM_OPS, TransformError
 from mappings.yaml_lines import LocatedDocument, PathKey, YamlSyntaxError, load_located
 
@@ -183,9 +184,11 @@ def template_fields(template: str) -> list[str] | None:
 
 
 class _Compiler:
-    def __init__(self, doc: LocatedDocument, file: str) -> None:
+    def __init__(self, doc: LocatedDocument, file: str, schemas: SchemaLookup | None = None) -> None:
         self.doc = doc
         self.file = file
+        self.schemas = schemas
+        self.source_marks: dict[str, PathKey] = {}
         self.problems: list[SpecProblem] = []
         self.sources: set[str] = set()
         for path, first, _second in doc.duplicates:
@@ -207,6 +210,7 @@ class _Compiler:
             )
             return False
         self.sources.add(path)
+        self.source_marks.setdefault(path, where)
         return True
 
     # -- top level -------------------------------------------------------------------------------
@@ -253,7 +257,12 @@ class _Compiler:
             else:
                 self.use(key_field, ("key",), "key")
         match_on = data.get("match_on")
-        if match_on is not None and (direction != "outbound" or not isinstance(match_on, str)):
+        if match_on is not None and not isinstance(match_on, str):
+            self.problem(
+                ("match_on",), "match_on", f"must be a field name, but YAML read {match_on!r}; quote it"
+            )
+            match_on = None
+        elif match_on is not None and direction != "outbound":
             self.problem(("match_on",), "match_on", "only outbound specs name a target field to match on")
             match_on = None
         elif match_on is None and direction == "outbound":
@@ -271,6 +280,7 @@ class _Compiler:
             rules = self.rules(fields, ("fields",))
             if direction == "inbound" and entity in ENTITY_MODELS:
                 self.check_targets(rules, str(entity))
+            self.check_vendor_side(str(data.get("system")), str(data.get("object")), str(direction), rules)
             if match_on is not None and not any(r.target == match_on for r in rules):
                 self.problem(
                     ("match_on",), "match_on", f"{match_on!r} is not one of the mapped target fields"
@@ -309,6 +319,30 @@ class _Compiler:
             if info.is_required() and not any(r.target.split(".")[0] == name for r in rules):
                 self.problem(("fields",), name, f"required {entity} field {name!r} is not mapped")
 
+    def check_vendor_side(self, system: str, obj: str, direction: str, rules: tuple[Rule, ...]) -> None:
+        """Source fields (inbound) or target fields (outbound) against the vendor's object, when known."""
+        schema = self.schemas(system, obj) if self.schemas else None
+        if schema is None:
+            return
+        allowed = ", ".join(sorted(schema.fields))
+        if direction == "inbound":
+            for path in sorted(self.sources):
+                head = path.split(".")[0]
+                if not schema.knows(head) and path in self.source_marks:
+                    hint = _closest(head, schema.fields)
+                    self.problem(self.source_marks[path], path, f"{obj} has no field {head!r}{hint}", allowed)
+            return
+        for rule in rules:
+            head = rule.target.split(".")[0]
+            if not schema.knows(head):
+                hint = _closest(head, schema.fields)
+                self.problem(
+                    ("fields", rule.target), rule.target, f"{obj} has no field {head!r}{hint}", allowed
+                )
+        mapped = {r.target.split(".")[0] for r in rules}
+        for name in sorted(schema.required - mapped):
+            self.problem(("fields",), name, f"{system} requires {obj}.{name} on create, and it is not mapped")
+
     def check_type(self, rule: Rule, entity: str, annotation: Any) -> None:
         """A constant, a default or a cast that can never fit the canonical field is a spec error."""
         kind = scalar_kind(annotation)
@@ -342,6 +376,15 @@ class _Compiler:
     def rules(self, fields: dict[str, Any], path: PathKey) -> tuple[Rule, ...]:
         out = []
         for target, body in fields.items():
+            if not isinstance(target, str):
+                # YAML 1.1 reads No/Yes/On/Off as booleans and 1.5 as a number: a classic trap.
+                self.problem(
+                    (*path, str(target)),
+                    str(target),
+                    f"a target field name must be text, but YAML read this key as {type(target).__name__} {target!r}",
+                    'quote the name, e.g. "No":',
+                )
+                continue
             rule = self.rule(str(target), body, (*path, str(target)))
             if rule is not None:
                 out.append(rule)
@@ -567,31 +610,31 @@ class _Compiler:
         return Condition(test, field=fieldname, value=arg)
 
 
-def compile_spec(doc: LocatedDocument, file: str) -> MappingSpec:
-    compiler = _Compiler(doc, file)
+def compile_spec(doc: LocatedDocument, file: str, schemas: SchemaLookup | None = None) -> MappingSpec:
+    compiler = _Compiler(doc, file, schemas)
     spec = compiler.compile()
     if spec is None:
         raise SpecError(compiler.problems)
     return spec
 
 
-def load_spec_text(text: str, file: str = "<string>") -> MappingSpec:
+def load_spec_text(text: str, file: str = "<string>", schemas: SchemaLookup | None = None) -> MappingSpec:
     """Compile a spec from text; every problem is raised together as one :class:`SpecError`."""
     try:
         doc = load_located(text)
     except YamlSyntaxError as exc:
         raise SpecError([SpecProblem(file, exc.line, exc.column, "(syntax)", exc.message)]) from None
-    return compile_spec(doc, file)
+    return compile_spec(doc, file, schemas)
 
 
-def load_spec(path: Path) -> MappingSpec:
+def load_spec(path: Path, schemas: SchemaLookup | None = None) -> MappingSpec:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(
             [SpecProblem(str(path), None, None, "(file)", f"cannot read the spec: {exc.strerror}")]
         ) from None
-    return load_spec_text(text, str(path))
+    return load_spec_text(text, str(path), schemas)
 
 
 #: Specs shipped with billsync, referenced from billsync.yaml as ``builtin:<system>/<name>``.

@@ -20,6 +20,7 @@ from connectors.quickbooks.settings import QuickBooksSettings
 from connectors.salesforce.client import SalesforceConnector
 from connectors.salesforce.settings import SalesforceSettings
 from mappings.spec import MappingSpec, load_spec
+from sync_engine.schemas import schema_for
 from sync_engine.settings import Settings
 from sync_engine.store.db import make_engine, session_factory
 from sync_engine.store.tokens import DbTokenStore
@@ -42,7 +43,7 @@ class Runtime:
 
     def spec(self, ref: str) -> MappingSpec:
         if ref not in self._specs:
-            self._specs[ref] = load_spec(self.settings.resolve_spec(ref))
+            self._specs[ref] = load_spec(self.settings.resolve_spec(ref), schema_for)
         return self._specs[ref]
 
     def catalog(self) -> Catalog:
