@@ -189,6 +189,7 @@ class _Compiler:
         self.file = file
         self.schemas = schemas
         self.source_marks: dict[str, PathKey] = {}
+        self.declared: set[str] = set()  # top-level targets written, even those whose rule failed
         self.problems: list[SpecProblem] = []
         self.sources: set[str] = set()
         for path, first, _second in doc.duplicates:
@@ -278,6 +279,7 @@ class _Compiler:
             self.problem(("fields",), "fields", "a non-empty mapping of target field -> rule is required")
         else:
             rules = self.rules(fields, ("fields",))
+            self.declared = {str(name).split(".")[0] for name in fields}
             if direction == "inbound" and entity in ENTITY_MODELS:
                 self.check_targets(rules, str(entity))
             self.check_vendor_side(str(data.get("system")), str(data.get("object")), str(direction), rules)
@@ -316,7 +318,7 @@ class _Compiler:
             elif "." not in rule.target:
                 self.check_type(rule, entity, model.model_fields[top].annotation)
         for name, info in model.model_fields.items():
-            if info.is_required() and not any(r.target.split(".")[0] == name for r in rules):
+            if info.is_required() and name not in self.declared:
                 self.problem(("fields",), name, f"required {entity} field {name!r} is not mapped")
 
     def check_vendor_side(self, system: str, obj: str, direction: str, rules: tuple[Rule, ...]) -> None:
@@ -339,8 +341,7 @@ class _Compiler:
                 self.problem(
                     ("fields", rule.target), rule.target, f"{obj} has no field {head!r}{hint}", allowed
                 )
-        mapped = {r.target.split(".")[0] for r in rules}
-        for name in sorted(schema.required - mapped):
+        for name in sorted(schema.required - self.declared):
             self.problem(("fields",), name, f"{system} requires {obj}.{name} on create, and it is not mapped")
 
     def check_type(self, rule: Rule, entity: str, annotation: Any) -> None:
@@ -409,6 +410,14 @@ class _Compiler:
                     allowed,
                 )
         present = [s for s in SOURCES if s in body]
+        if not present and "fields" in body:
+            self.problem(
+                path,
+                target,
+                "fields: maps the items of a list; add each: naming the source list",
+                "each: <source list path>",
+            )
+            return None
         if len(present) != 1:
             message = (
                 "no value source" if not present else f"more than one value source ({', '.join(present)})"

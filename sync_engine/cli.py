@@ -14,6 +14,8 @@ config_app = typer.Typer(help="Check billsync.yaml.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the state store.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+mappings_app = typer.Typer(help="Check and preview YAML mapping specs.", no_args_is_help=True)
+app.add_typer(mappings_app, name="mappings")
 
 ConfigOption = typer.Option(Path("billsync.yaml"), "--config", "-c", help="path of billsync.yaml")
 
@@ -33,6 +35,48 @@ def db_upgrade(config: Path = ConfigOption, revision: str = "head") -> None:
 
     upgrade_database(_settings(config).database_url, revision)
     typer.echo("database is at the newest schema")
+
+
+@mappings_app.command("check")
+def mappings_check(
+    paths: list[Path] = typer.Argument(
+        None, help="spec files (default: every shipped spec and every spec the config uses)"
+    ),
+    config: Path = ConfigOption,
+) -> None:
+    """Compile specs against the canonical model and the vendor's fields; every problem at once, exit 2 if any."""
+    from sync_engine.mapping_tools import run_check
+
+    raise typer.Exit(run_check(paths or [], config))
+
+
+@mappings_app.command("preview")
+def mappings_preview(
+    spec: str = typer.Argument(..., help="a spec path, or builtin:<system>/<name>"),
+    input_file: Path | None = typer.Option(None, "--input", help="JSON file: a list of source records"),
+    from_connection: str | None = typer.Option(
+        None, "--from", help="read a few live records from this connection"
+    ),
+    limit: int = typer.Option(10, min=1, max=2000, help="records to preview"),
+    as_json: bool = typer.Option(False, "--json", help="print input/output/errors as JSON"),
+    config: Path = ConfigOption,
+) -> None:
+    """Map sample records and show input next to output, with per-record errors; writes nothing."""
+    from sync_engine.mapping_tools import run_preview
+
+    try:
+        code = run_preview(
+            spec,
+            input_file=input_file,
+            from_connection=from_connection,
+            limit=limit,
+            as_json=as_json,
+            config=config,
+        )
+    except (ValueError, OSError) as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
 
 
 def _settings(config: Path):  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from mappings.canonical import validate_entity
 from mappings.engine import Mapper, MappingError, get_path
+from mappings.spec import MappingSpec
 from mappings.transforms import cast_datetime
 from sync_engine.bindings import BindingLookups, bind, bindings_by_external, canonical_id_for, payload_hash
 from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
@@ -38,6 +39,11 @@ class PullResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def query_fields(spec: MappingSpec) -> list[str]:
+    """The fields to read: what the spec uses, the record id and the cursor field."""
+    return sorted({*spec.source_fields, spec.key or "Id", CURSOR_FIELD})
+
+
 def describe_validation(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(record)'}: {e['msg']}" for e in exc.errors())
 
@@ -53,7 +59,7 @@ def pull_stream(
     connector = runtime.salesforce(stream.connection)
     system = stream.connection
     result = PullResult(stream=stream.name)
-    fields = sorted({*spec.source_fields, spec.key or "Id", CURSOR_FIELD})
+    fields = query_fields(spec)
     outbound_to = destinations_for(runtime, stream.entity)
 
     with runtime.transaction() as session:
