@@ -23,7 +23,7 @@ def _text(value: Any) -> str:
 
 
 def _trim(value: Any) -> Any:
-    return value.strip() if isinstance(value, str) else value
+    return value.strip() if value.__class__ is str else value
 
 
 def _upper(value: Any) -> Any:

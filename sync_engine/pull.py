@@ -138,43 +138,32 @@ def _store_page(
             lookups.prime(system, ref_entity, values, inbound=True)
 
     resolved: list[str] = []
+    todo: list[tuple[str, dict[str, Any], str, Any]] = []  # (external id, payload, hash, binding)
     for external_id, raw in keyed:
         result.read += 1
         clean = {k: v for k, v in raw.items() if k != "attributes"}
         if external_id is None:
-            _dead(
-                session,
-                stream,
-                system,
-                entity,
-                None,
-                clean,
-                f"the record has no {spec.key}",
-                "MappingError",
-                run_id,
-                result,
-            )
+            message = f"the record has no {spec.key}"
+            _dead(session, stream, system, entity, None, clean, message, "MappingError", run_id, result)
             continue
         raw_hash = payload_hash(clean)
         binding = existing.get(external_id)
         if binding is not None and binding.payload_hash == raw_hash:
             result.unchanged += 1
             continue
-        try:
-            data = validate_entity(entity, mapper.map(clean))
-        except MappingError as exc:
+        todo.append((external_id, clean, raw_hash, binding))
+    mapped = mapper.map_many([clean for _, clean, _, _ in todo])  # the page, a rule at a time
+    for (external_id, clean, raw_hash, binding), outcome in zip(todo, mapped, strict=True):
+        if isinstance(outcome, MappingError):
             # A record that only waits for another (its account not pulled yet) is retried on every
             # run from the dead letters, since the cursor has moved past it.
-            kind = MISSING_BINDING if exc.only_missing_bindings else "MappingError"
-            _dead(session, stream, system, entity, external_id, clean, str(exc), kind, run_id, result)
+            kind = MISSING_BINDING if outcome.only_missing_bindings else "MappingError"
+            _dead(session, stream, system, entity, external_id, clean, str(outcome), kind, run_id, result)
             continue
-        except (ArithmeticError, ValueError, TypeError) as exc:  # a value no rule foresaw: one record
-            message = f"unexpected value: {type(exc).__name__}: {exc}"
-            _dead(
-                session, stream, system, entity, external_id, clean, message, "MappingError", run_id, result
-            )
-            continue
+        try:
+            data = validate_entity(entity, outcome)
         except ValidationError as exc:
+            message = describe_validation(exc)
             _dead(
                 session,
                 stream,
@@ -182,7 +171,7 @@ def _store_page(
                 entity,
                 external_id,
                 clean,
-                describe_validation(exc),
+                message,
                 "ValidationError",
                 run_id,
                 result,
@@ -196,7 +185,7 @@ def _store_page(
             session.add(CanonicalRecord(id=canonical_id, entity=entity, data=data, payload_hash=data_hash))
         elif changed:
             record.data, record.payload_hash = data, data_hash
-        version = raw.get(CURSOR_FIELD)
+        version = clean.get(CURSOR_FIELD)
         existing[external_id] = bind(
             session,
             system=system,

@@ -166,3 +166,43 @@ def test_outbound_line_items_use_a_sub_mapping() -> None:
     }
     with pytest.raises(MappingError, match=r"Line\[0\]\.Amount"):
         mapper.map({"number": "INV-1", "lines": [{"amount": "ten", "product_id": "prd_1"}]})
+
+
+def test_mapping_a_page_at_once_gives_what_mapping_each_record_gives() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    mapper = Mapper(
+        spec(
+            "  name: {from: Name, ops: [trim], required: true}\n"
+            "  currency: {from: Cur, ops: [upper], default: USD}\n"
+            "  billing_address.city: {from: City, ops: [trim]}\n"
+            "  phone: Phone\n"
+            "  payment_terms_days: {from: Terms, cast: integer}\n"
+        )
+    )
+    text = st.one_of(st.none(), st.just(""), st.just("  "), st.text(max_size=5))
+    record = st.fixed_dictionaries(
+        {
+            "Id": st.just("1"),
+            "Name": text,
+            "Cur": text,
+            "City": text,
+            "Phone": text,
+            "Terms": st.one_of(text, st.integers()),
+        }
+    )
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(record, max_size=8))
+    def same(records: list[dict[str, object]]) -> None:
+        expected: list[object] = []
+        for r in records:
+            try:
+                expected.append(mapper.map(r))
+            except MappingError as exc:
+                expected.append(str(exc))
+        got = [str(x) if isinstance(x, MappingError) else x for x in mapper.map_many(records)]
+        assert got == expected
+
+    same()
