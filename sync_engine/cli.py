@@ -4,8 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from sync_engine.runtime import Runtime
+    from sync_engine.support import LetterFilter
 
 app = typer.Typer(
     help="billsync: billing-aware CRM -> invoices -> ERP/accounting sync.", no_args_is_help=True
@@ -231,3 +236,237 @@ def sandbox(
                 time.sleep(3600)
         except KeyboardInterrupt:
             typer.echo("stopped")
+
+
+# -- support: dead letters, resync, runs, status ----------------------------------------------------
+letters_app = typer.Typer(
+    help="Records that could not be processed: list, show, replay, discard.", no_args_is_help=True
+)
+app.add_typer(letters_app, name="dead-letters")
+ByOption = typer.Option(None, "--by", help="who asks (recorded with the action; default: your login name)")
+
+
+def _who(by: str | None) -> str:
+    import getpass
+
+    return by or getpass.getuser()
+
+
+def _runtime(config: Path) -> Runtime:
+    from sync_engine.runtime import Runtime
+    from sync_engine.store.db import upgrade_database
+
+    settings = _settings(config)
+    upgrade_database(settings.database_url)
+    return Runtime(settings)
+
+
+def _filter(
+    ids: list[int] | None, stream: str | None, entity: str | None, error_type: str | None, status: str | None
+) -> LetterFilter:
+    from sync_engine.support import LetterFilter
+
+    return LetterFilter(
+        ids=tuple(ids or ()), stream=stream, entity=entity, error_type=error_type, status=status
+    )
+
+
+@letters_app.command("list")
+def letters_list(
+    stream: str | None = typer.Option(
+        None, help="only this stream (e.g. sf-account, billing, push:quickbooks)"
+    ),
+    entity: str | None = typer.Option(None),
+    error_type: str | None = typer.Option(None, "--error-type"),
+    status: str = typer.Option("open", help="open, replayed, resolved, discarded, or all"),
+    as_json: bool = typer.Option(False, "--json"),
+    config: Path = ConfigOption,
+) -> None:
+    """Dead letters with their reason, newest attempt last."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from sync_engine.support import find_letters, letter_dict
+
+    runtime = _runtime(config)
+    letters = find_letters(
+        runtime, _filter(None, stream, entity, error_type, None if status == "all" else status)
+    )
+    rows = [letter_dict(d) for d in letters]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table(title=f"{len(rows)} dead letter(s)")
+    for column in ("id", "stream", "entity", "external_id", "error_type", "attempts", "last_seen", "error"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            *(
+                str(row[c])
+                for c in (
+                    "id",
+                    "stream",
+                    "entity",
+                    "external_id",
+                    "error_type",
+                    "attempts",
+                    "last_seen",
+                    "error",
+                )
+            )
+        )
+    Console().print(table)
+
+
+@letters_app.command("show")
+def letters_show(letter_id: int, config: Path = ConfigOption) -> None:
+    """One dead letter with its payload and error, as JSON."""
+    import json
+
+    from sync_engine.support import find_letters, letter_dict
+
+    found = find_letters(_runtime(config), _filter([letter_id], None, None, None, None))
+    if not found:
+        typer.echo(f"billsync: no dead letter {letter_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(letter_dict(found[0], with_payload=True), indent=2, default=str))
+
+
+@letters_app.command("replay")
+def letters_replay(
+    ids: list[int] = typer.Argument(None, help="dead letter ids (or use the filters for a bulk replay)"),
+    stream: str | None = typer.Option(None),
+    entity: str | None = typer.Option(None),
+    error_type: str | None = typer.Option(None, "--error-type"),
+    as_of: str | None = typer.Option(None, help="billing date for billing letters (default: today, UTC)"),
+    by: str | None = ByOption,
+    config: Path = ConfigOption,
+) -> None:
+    """Process again with the current mappings and catalog, then push what went through."""
+    import datetime as dt
+
+    from sync_engine.support import replay_letters
+
+    if not ids and not (stream or entity or error_type):
+        typer.echo("billsync: give dead letter ids or a filter (--stream/--entity/--error-type)", err=True)
+        raise typer.Exit(2)
+    day = dt.date.fromisoformat(as_of) if as_of else dt.datetime.now(dt.UTC).date()
+    result = replay_letters(_runtime(config), _filter(ids, stream, entity, error_type, "open"), _who(by), day)
+    typer.echo(
+        f"replayed {result.replayed}: {result.resolved} resolved, {result.still_failing} still failing "
+        f"({', '.join(f'{k}: {v}' for k, v in result.by_stream.items()) or 'nothing matched'})"
+    )
+
+
+@letters_app.command("discard")
+def letters_discard(
+    ids: list[int] = typer.Argument(None),
+    stream: str | None = typer.Option(None),
+    entity: str | None = typer.Option(None),
+    error_type: str | None = typer.Option(None, "--error-type"),
+    by: str | None = ByOption,
+    config: Path = ConfigOption,
+) -> None:
+    """Close dead letters without processing them (recorded with who asked)."""
+    from sync_engine.support import discard_letters
+
+    if not ids and not (stream or entity or error_type):
+        typer.echo("billsync: give dead letter ids or a filter (--stream/--entity/--error-type)", err=True)
+        raise typer.Exit(2)
+    n = discard_letters(_runtime(config), _filter(ids, stream, entity, error_type, "open"), _who(by))
+    typer.echo(f"discarded {n} dead letter(s)")
+
+
+@app.command()
+def resync(
+    what: list[str] = typer.Argument(
+        ..., help="CONNECTION OBJECT ID (one record), or STREAM (with --since or --all)"
+    ),
+    since: str | None = typer.Option(
+        None, help="backfill the stream from this date/time (ISO 8601); the cursor does not move"
+    ),
+    whole: bool = typer.Option(False, "--all", help="the whole stream"),
+    by: str | None = ByOption,
+    config: Path = ConfigOption,
+) -> None:
+    """Read again and re-send: one record (`resync salesforce Account 001...`) or a stream from a date."""
+    import datetime as dt
+
+    from mappings.transforms import cast_datetime
+    from sync_engine.push import push_destination
+    from sync_engine.support import resync_record, resync_stream
+
+    runtime = _runtime(config)
+    try:
+        if len(what) == 3:
+            result = resync_record(runtime, what[0], what[1], what[2], _who(by))
+        elif len(what) == 1 and (since or whole):
+            start: dt.datetime | None = cast_datetime(since) if since else None
+            result = resync_stream(runtime, what[0], start, _who(by))
+        else:
+            typer.echo(
+                "billsync: resync CONNECTION OBJECT ID, or resync STREAM --since DATE | --all", err=True
+            )
+            raise typer.Exit(2)
+    except ValueError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for destination in runtime.settings.destinations:
+        push_destination(runtime, destination)
+    typer.echo(
+        f"resync {result.stream}: read {result.read}, written {result.written}, dead letters {result.dead_lettered}"
+    )
+
+
+@app.command()
+def runs(
+    stream: str | None = typer.Option(None),
+    limit: int = typer.Option(50, min=1, max=5000),
+    as_json: bool = typer.Option(False, "--json"),
+    config: Path = ConfigOption,
+) -> None:
+    """Run history: counts, duration, outcome, who asked (for resyncs and replays)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from sync_engine.support import list_runs
+
+    rows = list_runs(_runtime(config), stream, limit)
+    if as_json:
+        typer.echo(json.dumps(rows, default=str))
+        return
+    table = Table(title="runs (newest first)")
+    for column in ("id", "kind", "stream", "status", "started_at", "duration_s", "counts", "error"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            *(
+                str(row[c] if row[c] is not None else "")
+                for c in ("id", "kind", "stream", "status", "started_at", "duration_s", "counts", "error")
+            )
+        )
+    Console().print(table)
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json"), config: Path = ConfigOption) -> None:
+    """Last run per stream, failing streams, outbox depth, open dead letters, next scheduled runs."""
+    import json
+
+    from sync_engine.support import status as read_status
+
+    report = read_status(_runtime(config))
+    if as_json:
+        typer.echo(json.dumps(report, default=str))
+        return
+    typer.echo("last runs:")
+    for name, run in sorted(report["last_runs"].items()):
+        typer.echo(f"  {name:<24} {run['status']:<8} {run['started_at']}  {run['counts']}")
+    typer.echo(f"failing: {', '.join(report['failing']) or 'none'}")
+    typer.echo(f"outbox: {report['outbox'] or 'empty'}")
+    typer.echo(f"open dead letters: {report['dead_letters'] or 'none'}")
+    typer.echo(f"next runs: {report['next_runs'] or 'no schedules'}")

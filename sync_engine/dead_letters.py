@@ -28,10 +28,11 @@ def record_dead_letter(
             DeadLetter.stream == stream,
             DeadLetter.entity == entity,
             DeadLetter.external_id == external_id,
-            DeadLetter.status == "open",
+            DeadLetter.status.in_(("open", "replayed")),
         )
     ).first()
     if existing is not None:
+        existing.status = "open"  # a replay that failed again is open again
         existing.attempts += 1
         existing.error, existing.error_type, existing.payload = error, error_type, payload
         existing.run_id = run_id
@@ -59,7 +60,7 @@ def resolve_dead_letters(session: Session, *, stream: str, entity: str, external
                 DeadLetter.stream == stream,
                 DeadLetter.entity == entity,
                 DeadLetter.external_id.in_(external_ids),
-                DeadLetter.status == "open",
+                DeadLetter.status.in_(("open", "replayed")),
             )
             .values(status="resolved")
         )

@@ -20,11 +20,13 @@ from sqlalchemy import select
 
 from billing import Customer, NumberSeries, Order, OrderLine, billing_run
 from billing import Invoice as DraftInvoice
-from sync_engine.dead_letters import record_dead_letter
+from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
 from sync_engine.outbox import enqueue
-from sync_engine.runtime import Runtime
-from sync_engine.store.models import CanonicalRecord, Invoice, InvoiceLine, SyncRun, utcnow
+from sync_engine.runtime import Runtime, StopRequested
+from sync_engine.store.models import CanonicalRecord, DeadLetter, Invoice, InvoiceLine, SyncRun, utcnow
 from sync_engine.store.sequences import next_number
+
+BILLING_STREAM = "billing"
 
 
 @dataclass
@@ -97,19 +99,33 @@ def run_billing(
         outcome = billing_run(
             orders=orders, customers=customers, catalog=runtime.catalog(), already_billed=already, as_of=as_of
         )
+        still_wrong = set()
         for problem in outcome.problems:
+            letter_id = (
+                problem.order_id if problem.line_id is None else f"{problem.order_id}/{problem.line_id}"
+            )
+            still_wrong.add(letter_id)
             record_dead_letter(
                 session,
-                stream="billing",
+                stream=BILLING_STREAM,
                 system="billsync",
                 entity="order",
-                external_id=problem.order_id
-                if problem.line_id is None
-                else f"{problem.order_id}/{problem.line_id}",
+                external_id=letter_id,
                 payload={"order_id": problem.order_id, "line_id": problem.line_id},
                 error=problem.message,
                 error_type="BillingProblem",
             )
+        # a problem that is gone (the product was added to the catalog...) closes its dead letter
+        fixed = [
+            letter.external_id
+            for letter in session.scalars(
+                select(DeadLetter).where(
+                    DeadLetter.stream == BILLING_STREAM, DeadLetter.status.in_(("open", "replayed"))
+                )
+            )
+            if letter.external_id not in still_wrong and letter.external_id is not None
+        ]
+        resolve_dead_letters(session, stream=BILLING_STREAM, entity="order", external_ids=fixed)
         result.problems = len(outcome.problems)
         session.flush()
         run_id = run.id
@@ -117,6 +133,7 @@ def run_billing(
     status = "failed"
     try:
         for draft in outcome.invoices:
+            runtime.checkpoint()  # a stop request ends the run here, between invoices
             with runtime.transaction() as session:
                 number = series.format(next_number(session, series.name))
                 session.add(_stored_invoice(draft, series.name, number))
@@ -137,6 +154,9 @@ def run_billing(
             if progress:
                 progress(1)
         status = "partial" if result.problems else "ok"
+    except StopRequested:
+        status = "stopped"
+        raise
     finally:  # the run row tells support staff how far it got, even after a crash or Ctrl-C
         with runtime.transaction() as session:
             run_row = session.get(SyncRun, run_id)

@@ -4,7 +4,8 @@ the run go on. An unchanged payload (same hash as last time) is skipped."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from mappings.transforms import cast_datetime
 from sync_engine.bindings import BindingLookups, bind, bindings_by_external, canonical_id_for, payload_hash
 from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
 from sync_engine.outbox import enqueue
-from sync_engine.runtime import Runtime
+from sync_engine.runtime import Runtime, StopRequested
 from sync_engine.settings import StreamSettings
 from sync_engine.store.models import CanonicalRecord, DeadLetter, StreamCursor, SyncRun, utcnow
 
@@ -53,47 +54,74 @@ def destinations_for(runtime: Runtime, entity: str) -> list[str]:
 
 
 def pull_stream(
-    runtime: Runtime, stream: StreamSettings, progress: Callable[[int], None] | None = None
+    runtime: Runtime,
+    stream: StreamSettings,
+    progress: Callable[[int], None] | None = None,
+    *,
+    since: dt.datetime | None = None,
+    pages: Iterable[list[dict[str, Any]]] | None = None,
+    kind: str = "pull",
+    requested_by: str | None = None,
+    force: bool = False,
 ) -> PullResult:
+    """Read ``stream`` and store what changed.
+
+    The normal run reads from the stream's cursor and moves it forward. A resync passes ``since``
+    (a bounded backfill) or ``pages`` (records it fetched itself): then the cursor is left alone,
+    so a backfill never makes the next regular run skip anything.
+    """
     spec = runtime.spec(stream.mapping)
-    connector = runtime.salesforce(stream.connection)
     system = stream.connection
     result = PullResult(stream=stream.name)
-    fields = query_fields(spec)
     outbound_to = destinations_for(runtime, stream.entity)
+    regular = since is None and pages is None
 
     with runtime.transaction() as session:
         cursor_row = session.get(StreamCursor, stream.name)
         cursor = cursor_row.value if cursor_row else None
-        run = SyncRun(kind="pull", stream=stream.name)
+        run = SyncRun(
+            kind=kind, stream=stream.name, counts={"requested_by": requested_by} if requested_by else {}
+        )
         session.add(run)
         session.flush()
         run_id = run.id
-    since = cast_datetime(cursor, None) if cursor else None
+    if regular:
+        since = cast_datetime(cursor, None) if cursor else None
+    if pages is None:
+        pages = runtime.salesforce(stream.connection).pull_pages(spec.object, query_fields(spec), since)
 
     status, error = "ok", None
     try:
-        for page in connector.pull_pages(spec.object, fields, since):
+        for page in pages:
+            runtime.checkpoint()  # a stop request (SIGTERM) ends the run here, between pages
             result.pages += 1
             with runtime.transaction() as session:
                 lookups = BindingLookups(session, {spec.system: system})
                 mapper = Mapper(spec, lookups)
                 _store_page(
-                    session, runtime, stream, mapper, lookups, page, system, outbound_to, run_id, result
+                    session,
+                    runtime,
+                    stream,
+                    mapper,
+                    lookups,
+                    page,
+                    system,
+                    outbound_to,
+                    run_id,
+                    result,
+                    force=force,
                 )
-                newest = max((str(r.get(CURSOR_FIELD)) for r in page if r.get(CURSOR_FIELD)), default=None)
-                if newest is not None:
-                    row = session.get(StreamCursor, stream.name)
-                    if row is None:
-                        session.add(StreamCursor(stream=stream.name, value=newest))
-                    elif row.value is None or cast_datetime(newest, None) > cast_datetime(row.value, None):
-                        row.value = newest
-                    result.cursor = newest
+                if regular:
+                    _advance_cursor(session, stream.name, page, result)
             if progress:
                 progress(len(page))
-        _retry_waiting(runtime, stream, spec, system, outbound_to, run_id, result)
-    except BaseException as exc:  # Ctrl-C included: the run did not finish
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        if regular:
+            _retry_waiting(runtime, stream, spec, system, outbound_to, run_id, result)
+    except BaseException as exc:  # Ctrl-C and stop requests included: the run did not finish
+        status, error = (
+            ("stopped" if isinstance(exc, StopRequested) else "failed"),
+            f"{type(exc).__name__}: {exc}",
+        )
         raise
     finally:
         with runtime.transaction() as session:
@@ -103,6 +131,7 @@ def pull_stream(
             run_row.error = error
             run_row.finished_at = utcnow()
             run_row.counts = {
+                **({"requested_by": requested_by} if requested_by else {}),
                 "read": result.read,
                 "written": result.written,
                 "unchanged": result.unchanged,
@@ -110,6 +139,18 @@ def pull_stream(
                 "pages": result.pages,
             }
     return result
+
+
+def _advance_cursor(session: Any, stream: str, page: list[dict[str, Any]], result: PullResult) -> None:
+    newest = max((str(r.get(CURSOR_FIELD)) for r in page if r.get(CURSOR_FIELD)), default=None)
+    if newest is None:
+        return
+    row = session.get(StreamCursor, stream)
+    if row is None:
+        session.add(StreamCursor(stream=stream, value=newest))
+    elif row.value is None or cast_datetime(newest, None) > cast_datetime(row.value, None):
+        row.value = newest
+    result.cursor = newest
 
 
 def _store_page(
@@ -123,7 +164,10 @@ def _store_page(
     outbound_to: list[str],
     run_id: int,
     result: PullResult,
+    *,
+    force: bool = False,
 ) -> None:
+    """Store one page. ``force`` (a resync): map and send even records whose payload is unchanged."""
     spec = mapper.spec
     entity = stream.entity
     keyed: list[tuple[str | None, dict[str, Any]]] = []
@@ -148,7 +192,7 @@ def _store_page(
             continue
         raw_hash = payload_hash(clean)
         binding = existing.get(external_id)
-        if binding is not None and binding.payload_hash == raw_hash:
+        if binding is not None and binding.payload_hash == raw_hash and not force:
             result.unchanged += 1
             continue
         todo.append((external_id, clean, raw_hash, binding))
@@ -197,14 +241,14 @@ def _store_page(
             existing=binding,
         )
         lookups.remember(system, entity, external_id, canonical_id)
-        if changed:
+        if changed or force:
             for destination in outbound_to:
                 enqueue(
                     session,
                     destination=destination,
                     entity=entity,
                     canonical_id=canonical_id,
-                    action="upsert",
+                    action="resync" if force else "upsert",
                     version=data_hash[:16],
                 )
         result.written += 1

@@ -24,10 +24,10 @@ from connectors.quickbooks.client import BatchItem, BatchResult, QuickBooksConne
 from connectors.quickbooks.errors import DuplicateNameError, StaleObjectError
 from mappings.engine import Mapper, MappingError
 from sync_engine.bindings import BindingLookups, bind, bindings_by_canonical, payload_hash
-from sync_engine.dead_letters import record_dead_letter
+from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
 from sync_engine.invoicing import invoice_document
 from sync_engine.outbox import enqueue
-from sync_engine.runtime import Runtime
+from sync_engine.runtime import Runtime, StopRequested
 from sync_engine.settings import DestinationSettings
 from sync_engine.store.models import CanonicalRecord, Invoice, OutboxItem, SyncRun, utcnow
 
@@ -81,7 +81,8 @@ def push_destination(
             if entity in destination.mappings:
                 _push_entity(runtime, destination, connector, entity, run_id, result, progress)
     except BaseException as exc:  # Ctrl-C and database errors too: the run did not finish
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        status = "stopped" if isinstance(exc, StopRequested) else "failed"
+        error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
         result.api_calls = connector.api_calls - calls_before
@@ -119,6 +120,7 @@ def _push_entity(
     qbo_entity, natural_field = spec.object, spec.match_on or ""
     last_id = 0
     while True:
+        runtime.checkpoint()  # a stop request ends the push here, between batches
         prepared, last_id = _prepare(runtime, destination, entity, natural_field, last_id, run_id, result)
         if last_id < 0:
             return
@@ -238,7 +240,10 @@ def _prepare(
                 )
                 continue
             binding = bound.get(row.canonical_id)
-            if binding is not None and (entity == "invoice" or binding.payload_hash == payload_hash(doc)):
+            same = (
+                binding is not None and binding.payload_hash == payload_hash(doc) and row.action != "resync"
+            )
+            if binding is not None and (entity == "invoice" or same):
                 _done(row)
                 result.unchanged += 1
                 continue
@@ -380,6 +385,7 @@ def _bound(
         hash_=sent_hash,
     )
     _done(row)
+    resolve_dead_letters(session, stream=f"push:{system}", entity=entity, external_ids=[row.canonical_id])
 
 
 def _adopt(

@@ -6,6 +6,7 @@ once here and handed to the pipeline steps, which stay plain functions of ``(run
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,14 +27,24 @@ from sync_engine.store.db import make_engine, session_factory
 from sync_engine.store.tokens import DbTokenStore
 
 
+class StopRequested(Exception):
+    """A stop was asked for (SIGTERM): the current step ends at its next checkpoint, work committed."""
+
+
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.stop_event = threading.Event()
         self.engine = make_engine(settings.database_url)
         self.sessions = session_factory(self.engine)
         self._specs: dict[str, MappingSpec] = {}
         self._connectors: dict[str, Any] = {}
         self._catalog: Catalog | None = None
+
+    def checkpoint(self) -> None:
+        """Called between units of work (pages, batches, invoices); raises once a stop is requested."""
+        if self.stop_event.is_set():
+            raise StopRequested("stop requested; the work done so far is committed")
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
