@@ -470,3 +470,27 @@ def status(as_json: bool = typer.Option(False, "--json"), config: Path = ConfigO
     typer.echo(f"outbox: {report['outbox'] or 'empty'}")
     typer.echo(f"open dead letters: {report['dead_letters'] or 'none'}")
     typer.echo(f"next runs: {report['next_runs'] or 'no schedules'}")
+
+
+@app.command()
+def daemon(
+    config: Path = ConfigOption,
+    run_now: bool = typer.Option(False, "--run-now", help="start every schedule once right away"),
+    log_format: str = typer.Option("json", help="json (one object per line) or console"),
+    workers: int = typer.Option(2, min=1, max=32, help="runs that may go on at once (different streams)"),
+) -> None:
+    """Run the schedules of billsync.yaml until SIGTERM (which stops at a checkpoint and exits 0)."""
+    from sync_engine.daemon import Daemon
+    from sync_engine.logging import configure_logging
+
+    runtime = _runtime(config)
+    settings = runtime.settings
+    if not settings.schedules:
+        typer.echo("billsync: billsync.yaml has no schedules; nothing to run", err=True)
+        raise typer.Exit(2)
+    configure_logging(
+        format="json" if log_format == "json" else "console",
+        level=settings.logging.level,
+        secrets=settings.secret_values(),
+    )
+    raise typer.Exit(Daemon(runtime, workers=workers).run(run_now=run_now))

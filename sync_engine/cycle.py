@@ -53,13 +53,19 @@ def run_cycle(
     if "pull" in steps:
         for stream in settings.streams:
             if stream.enabled:
-                with progress.task(f"pull {stream.name} ({stream.object})") as advance:
+                with (
+                    runtime.lock(f"stream:{stream.name}"),
+                    progress.task(f"pull {stream.name} ({stream.object})") as advance,
+                ):
                     result.pulls.append(pull_stream(runtime, stream, advance))
     if "bill" in steps:
-        with progress.task(f"bill as of {as_of.isoformat()}") as advance:
+        with runtime.lock("billing"), progress.task(f"bill as of {as_of.isoformat()}") as advance:
             result.bill = run_billing(runtime, as_of, advance)
     if "push" in steps:
         for destination in settings.destinations:
-            with progress.task(f"push to {destination.name}") as advance:
+            with (
+                runtime.lock(f"destination:{destination.name}"),
+                progress.task(f"push to {destination.name}") as advance,
+            ):
                 result.pushes.append(push_destination(runtime, destination, advance))
     return result

@@ -38,7 +38,10 @@ class Runtime:
         self.engine = make_engine(settings.database_url)
         self.sessions = session_factory(self.engine)
         self._specs: dict[str, MappingSpec] = {}
-        self._connectors: dict[str, Any] = {}
+        # the vendor clients are not thread-safe: each worker thread gets its own connectors
+        self._local = threading.local()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
         self._catalog: Catalog | None = None
 
     def checkpoint(self) -> None:
@@ -63,6 +66,18 @@ class Runtime:
             path = path if path.is_absolute() else self.settings.base_dir / path
             self._catalog = Catalog.from_dict(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
         return self._catalog
+
+    @property
+    def _connectors(self) -> dict[str, Any]:
+        connectors: dict[str, Any] | None = getattr(self._local, "connectors", None)
+        if connectors is None:
+            connectors = self._local.connectors = {}
+        return connectors
+
+    def lock(self, name: str) -> threading.Lock:
+        """The lock of one stream / destination / the billing run: one run of each at a time."""
+        with self._locks_guard:
+            return self._locks.setdefault(name, threading.Lock())
 
     def salesforce(self, name: str) -> SalesforceConnector:
         if name not in self._connectors:
