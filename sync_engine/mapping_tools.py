@@ -143,7 +143,19 @@ def fetch_records(settings: Settings, connection: str, spec: MappingSpec, limit:
                     break
         return out
     if isinstance(conn, QuickBooksSettings):
-        raise ValueError("preview --from reads records from a CRM connection; for QuickBooks use --input")
+        from connectors.quickbooks.client import QuickBooksConnector
+        from sync_engine.store.tokens import DbTokenStore
+
+        # Reading QBO may refresh the access token; Intuit rotates the refresh token then, and the
+        # new one must be stored (or the daemon's next refresh fails). That bookkeeping is the only
+        # thing a preview writes: no record, binding or outbox row.
+        engine = make_engine(settings.database_url)
+        try:
+            qbo = QuickBooksConnector(conn, DbTokenStore(session_factory(engine), connection))
+            statement = f"SELECT * FROM {spec.object} MAXRESULTS {min(limit, 1000)}"
+            return [dict(row) for _, row in zip(range(limit), qbo.query(statement), strict=False)]
+        finally:
+            engine.dispose()
     raise ValueError(f"connection {connection!r} cannot be previewed")  # pragma: no cover
 
 

@@ -142,3 +142,18 @@ def test_preview_from_the_sandbox_shows_what_the_sync_then_stores(company: Compa
     assert len(rows) == 25
     for row in rows:
         assert row.output is not None and row.output == stored[row.output["number"]]
+
+
+@pytest.mark.integration
+def test_preview_can_read_live_records_from_quickbooks_too(company: Company, tmp_path: Path) -> None:
+    run_cycle(company.runtime, as_of=TODAY)
+    spec_file = tmp_path / "qbo-customer.in.yaml"
+    spec_file.write_text(
+        "billsync_mapping: 1\nsystem: quickbooks\nobject: Customer\nentity: customer\ndirection: inbound\nkey: Id\n"
+        "fields:\n  name: {from: DisplayName, required: true}\n  currency: {from: CurrencyRef.value, default: USD}\n"
+    )
+    spec = load_spec_text(spec_file.read_text(), str(spec_file), schema_for)
+    records = fetch_records(company.runtime.settings, "quickbooks", spec, limit=7)
+    rows = preview_records(spec, records)
+    names = {c["DisplayName"] for c in company.qbo.entities("Customer")}
+    assert len(rows) == 7 and all(row.output and row.output["name"] in names for row in rows)
