@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck contracts unit install clean
+.PHONY: demo test lint typecheck contracts unit install clean crash-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest
 
 test: lint typecheck contracts unit
+
+# SIGKILL `billsync sync` 20 times during a push of 2,000+ invoices; nothing may be duplicated or lost.
+crash-test: $(STAMP)
+	$(BIN)/python -m tests.crash.crash_test --kills 20
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache billsync-demo

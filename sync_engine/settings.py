@@ -34,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from connectors.nav.settings import NavSettings
 from connectors.quickbooks.settings import QuickBooksSettings
 from connectors.salesforce.settings import SalesforceSettings
 from mappings.spec import BUILTIN_DIR
@@ -58,7 +59,7 @@ __all__ = [
 BUILTIN_PREFIX = "builtin:"
 PLAIN_SECRET_MESSAGE = "secrets may not be written in billsync.yaml; use ${ENV_VAR} or {field}_file: PATH"
 
-Connection = Annotated[SalesforceSettings | QuickBooksSettings, Field(discriminator="type")]
+Connection = Annotated[SalesforceSettings | QuickBooksSettings | NavSettings, Field(discriminator="type")]
 
 
 class StreamSettings(BaseModel):
@@ -75,13 +76,13 @@ class StreamSettings(BaseModel):
 
 
 class DestinationSettings(BaseModel):
-    """One outbound destination (a QuickBooks company) and its outbound mapping per entity."""
+    """One outbound destination (a QuickBooks company, a SOAP ERP) and its outbound mapping per entity."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
     connection: str
-    mappings: dict[Literal["customer", "product", "invoice"], str]
+    mappings: dict[Literal["customer", "product", "invoice", "invoice_status"], str]
     batch_size: int = Field(default=30, ge=1, le=30)  # QBO's batch endpoint takes at most 30 items
 
 
@@ -627,7 +628,7 @@ def _check_references(data: dict[Any, Any], out: _Collector, base_dir: Path) -> 
     kinds: dict[str, Any] = {}
     if isinstance(connections, dict):
         kinds = {str(n): (c.get("type") if isinstance(c, dict) else None) for n, c in connections.items()}
-    for section, wanted in (("streams", "salesforce"), ("destinations", "quickbooks")):
+    for section, wanted in (("streams", ("salesforce",)), ("destinations", ("quickbooks", "nav"))):
         entries = data.get(section)
         if not isinstance(entries, list):
             continue
@@ -675,17 +676,20 @@ def _check_references(data: dict[Any, Any], out: _Collector, base_dir: Path) -> 
 
 
 def _check_connection(
-    out: _Collector, path: PathKey, ref: str, wanted: str, kinds: dict[str, Any], section: str
+    out: _Collector, path: PathKey, ref: str, wanted: tuple[str, ...], kinds: dict[str, Any], section: str
 ) -> None:
-    fitting = sorted(name for name, kind in kinds.items() if kind == wanted)
-    allowed = ", ".join(fitting) or f"none defined: add a connection with type: {wanted}"
+    fitting = sorted(name for name, kind in kinds.items() if kind in wanted)
+    kinds_text = " or ".join(wanted)
+    allowed = ", ".join(fitting) or f"none defined: add a connection with type: {kinds_text}"
     if ref not in kinds:
         close = difflib.get_close_matches(ref, list(kinds), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         out.add(path, f"no connection named {ref!r}{hint}", allowed)
-    elif kinds[ref] != wanted and kinds[ref] is not None:
+    elif kinds[ref] not in wanted and kinds[ref] is not None:
         out.add(
-            path, f"connection {ref!r} is a {kinds[ref]} connection; {section} need a {wanted} one", allowed
+            path,
+            f"connection {ref!r} is a {kinds[ref]} connection; {section} need a {kinds_text} one",
+            allowed,
         )
 
 
