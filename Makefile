@@ -29,6 +29,7 @@ contracts: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q tests/billing --cov=billing --cov-branch --cov-fail-under=100 --cov-report=term-missing:skip-covered
 
 test: lint typecheck contracts unit
 

@@ -1,4 +1,9 @@
-"""Pure billing domain: money, catalog, orders -> invoices. No I/O, no clock, no logging.
+"""Pure billing domain: money, catalog, prices, periods, invoices, taxes. No I/O, no clock, no logging.
+
+Entry points: ``generate`` (what is due and not yet billed), ``billing.scenario`` (pricing scenarios
+for ``billsync billing preview``), ``billing.lifecycle`` (invoice statuses, credit notes) and
+``explain`` (how a line's amount came about). ``billing_run`` is the foundation's orders-only path,
+kept until the sync engine has switched to ``generate``.
 
 Other layers import from here; ``mappings`` should import only the value types (``billing.money``,
 ``billing.model``), as the import-linter contracts in pyproject.toml require.
@@ -15,22 +20,49 @@ from billing.catalog import (
     Product,
     UnknownProductError,
 )
-from billing.model import Customer, Invoice, InvoiceLine, Order, OrderLine
+from billing.discounts import Discount
+from billing.engine import BillingSettings, Change, GenerationResult, Problem, Subscription, generate
+from billing.explain import Explanation, TierUse, explain
+from billing.lifecycle import (
+    CreditNote,
+    CreditNoteLine,
+    InvalidTransitionError,
+    credit_note,
+    finalize,
+    issue_credit_note,
+    mark_uncollectible,
+    record_payment,
+    void,
+)
+from billing.model import Customer, Invoice, InvoiceLine, Order, OrderLine, TaxLine
 from billing.money import CURRENCIES, Currency, CurrencyMismatchError, Money, UnknownCurrencyError
 from billing.numbering import NumberSeries
+from billing.periods import Cycle, Fraction, cycle_for, prorate
+from billing.pricing import PriceBook, PriceSpec, Tier, UsageRecord
 from billing.run import BillingProblem, BillingResult, add_months, billing_run
+from billing.tax import TaxRate, TaxTable
 
 __all__ = [
     "CURRENCIES",
     "BillingModel",
     "BillingProblem",
     "BillingResult",
+    "BillingSettings",
     "Catalog",
     "CatalogError",
+    "Change",
+    "CreditNote",
+    "CreditNoteLine",
     "Currency",
     "CurrencyMismatchError",
     "Customer",
+    "Cycle",
+    "Discount",
+    "Explanation",
+    "Fraction",
+    "GenerationResult",
     "Interval",
+    "InvalidTransitionError",
     "Invoice",
     "InvoiceLine",
     "Money",
@@ -38,9 +70,29 @@ __all__ = [
     "Order",
     "OrderLine",
     "Price",
+    "PriceBook",
+    "PriceSpec",
+    "Problem",
     "Product",
+    "Subscription",
+    "TaxLine",
+    "TaxRate",
+    "TaxTable",
+    "Tier",
+    "TierUse",
     "UnknownCurrencyError",
     "UnknownProductError",
+    "UsageRecord",
     "add_months",
     "billing_run",
+    "credit_note",
+    "cycle_for",
+    "explain",
+    "finalize",
+    "generate",
+    "issue_credit_note",
+    "mark_uncollectible",
+    "prorate",
+    "record_payment",
+    "void",
 ]

@@ -26,6 +26,7 @@ from typing import Final
 
 __all__ = [
     "CURRENCIES",
+    "EXACT",
     "Currency",
     "CurrencyMismatchError",
     "Money",
@@ -34,6 +35,9 @@ __all__ = [
 
 # 50 significant digits: far beyond any real amount x quantity, so sums and products stay exact.
 _CTX: Final = Context(prec=50, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow])
+#: The same context for other billing modules (``with localcontext(EXACT):``), so a whole billing
+#: run computes with 50 digits whatever context the calling thread has set.
+EXACT: Final = _CTX
 
 
 class UnknownCurrencyError(ValueError):
@@ -79,10 +83,13 @@ class Currency:
     @property
     def quantum(self) -> Decimal:
         """The smallest invoiceable amount, e.g. ``Decimal("0.01")`` for EUR, ``Decimal("1")`` for JPY."""
-        return Decimal(1).scaleb(-self.minor_units)
+        return _QUANTA[self.minor_units]
 
     def __str__(self) -> str:
         return self.code
+
+
+_QUANTA: Final = tuple(Decimal(1).scaleb(-units) for units in range(5))
 
 
 def _table(*entries: tuple[str, int]) -> Mapping[str, Currency]:
@@ -160,12 +167,20 @@ class Money:
     def zero(cls, currency: Currency | str) -> Money:
         return cls(Decimal(0), currency)
 
+    @classmethod
+    def _exact(cls, amount: Decimal, currency: Currency) -> Money:
+        """Internal fast path for results of Money arithmetic (already a finite Decimal)."""
+        money = object.__new__(cls)
+        object.__setattr__(money, "amount", amount)
+        object.__setattr__(money, "currency", currency)
+        return money
+
     def rounded(self, rounding: str = ROUND_HALF_UP) -> Money:
         """This amount on the currency's minor unit (HALF_UP by default: ties go away from zero)."""
         value = self.amount.quantize(self.currency.quantum, rounding=rounding, context=_CTX)
         if value.is_zero():
             value = value.copy_abs()  # never print "EUR -0.00"
-        return Money(value, self.currency)
+        return Money._exact(value, self.currency)
 
     @property
     def is_rounded(self) -> bool:
@@ -182,13 +197,13 @@ class Money:
         if not isinstance(other, Money):
             return NotImplemented
         self._same_currency(other, "add")
-        return Money(_CTX.add(self.amount, other.amount), self.currency)
+        return Money._exact(_CTX.add(self.amount, other.amount), self.currency)
 
     def __sub__(self, other: Money) -> Money:
         if not isinstance(other, Money):
             return NotImplemented
         self._same_currency(other, "subtract")
-        return Money(_CTX.subtract(self.amount, other.amount), self.currency)
+        return Money._exact(_CTX.subtract(self.amount, other.amount), self.currency)
 
     def __mul__(self, quantity: Decimal | int) -> Money:
         if isinstance(quantity, bool) or not isinstance(quantity, Decimal | int):
@@ -198,7 +213,7 @@ class Money:
     __rmul__ = __mul__
 
     def __neg__(self) -> Money:
-        return Money(_CTX.minus(self.amount), self.currency)
+        return Money._exact(_CTX.minus(self.amount), self.currency)
 
     def _compare(self, other: object) -> int:
         if not isinstance(other, Money):

@@ -494,3 +494,18 @@ def daemon(
         secrets=settings.secret_values(),
     )
     raise typer.Exit(Daemon(runtime, workers=workers).run(run_now=run_now))
+
+
+billing_app = typer.Typer(help="Price scenarios offline with the billing engine.", no_args_is_help=True)
+app.add_typer(billing_app, name="billing")
+
+
+@billing_app.command("preview")
+def billing_preview(
+    scenario: Path = typer.Argument(..., help="a scenario YAML (see docs/billing.md)"),
+    as_json: bool = typer.Option(False, "--json", help="print the invoices as one JSON object"),
+) -> None:
+    """Every invoice a scenario produces as of its date, each amount explained; writes nothing."""
+    from sync_engine.billing_preview import preview_command
+
+    raise typer.Exit(preview_command(scenario, as_json))
