@@ -4,21 +4,38 @@ A sandbox is a threaded HTTP server on 127.0.0.1 (HTTPS with a self-signed certi
 start, because the vendor clients insist on https), with a router of ``(method, regex) -> handler``
 and a counter of the calls it received. Each connector's sandbox subclasses :class:`Sandbox` and
 registers its routes; tests and the demo start it with ``with SalesforceSandbox() as sf: ...``.
+
+Fault injection (``Sandbox(faults=0.1, seed=7)`` or :meth:`Sandbox.set_faults`) answers that share of
+API calls with one of :data:`FAULT_KINDS`, because production integrations die of exactly these:
+
+- ``throttle``: the vendor's rate-limit answer with ``Retry-After`` (seconds, or an HTTP date);
+- ``server_error`` / ``unavailable``: the vendor's 500 / 503 bodies;
+- ``timeout``: no answer for ``fault_delay`` seconds (clients must time out sooner);
+- ``drop``: the connection is closed without an answer.
+
+For ``timeout`` and ``drop`` the call is *sometimes* processed first (``fault_applied`` share, half by
+default): the real "outcome unknown" case, where a write happened but its answer was lost. Each
+subclass renders the vendor-correct bodies (:meth:`Sandbox.fault_response`) and adds the vendor's
+scheduled events (expired session, stale version...) in :meth:`Sandbox.arm_run_events`. Token, login,
+WSDL and discovery endpoints are never faulted unless a route opts in (``route(..., faults=True)``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import ipaddress
 import json
+import random
 import re
 import socket
 import ssl
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -59,6 +76,28 @@ class Response:
 
 
 Handler = Callable[[Request], Response]
+
+#: What a faulted call gets (see the module docstring).
+FAULT_KINDS: tuple[str, ...] = ("throttle", "server_error", "unavailable", "timeout", "drop")
+#: Endpoints a route does not fault unless it opts in: tokens, logins, WSDL/XSD and discovery documents.
+_NEVER_FAULTED = re.compile(r"(?i)wsdl|\.xsd\b|/\.well-known/|/oauth2?/|/token|/login|/services/soap/u/")
+
+
+@dataclass(frozen=True)
+class _Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    label: str
+    faults: bool | None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected fault: its kind and, for timeout/drop, whether the call was processed first."""
+
+    kind: str
+    applied: bool = False
 
 
 def _label(pattern: str) -> str:
@@ -108,17 +147,40 @@ def make_self_signed_cert(directory: Path, stem: str = "sandbox") -> tuple[Path,
 class Sandbox:
     """A loopback HTTP(S) server with routes, state kept by the subclass, and call counting.
 
-    ``calls`` counts every request received (the number the benchmarks and the demo report);
-    ``calls_by_route`` breaks it down by ``"METHOD /pattern"``.
+    ``calls`` counts every request received (the number the benchmarks and the demo report), faulted
+    ones included; ``calls_by_route`` breaks it down by ``"METHOD /pattern"``; ``faults_injected``
+    counts the faults served by kind (``"<kind>_after_apply"`` for a timeout/drop processed first, and
+    the subclasses' scheduled events such as ``"expired_session"``).
     """
 
     system = "sandbox"
+    #: seconds asked for in ``Retry-After`` by throttle faults (small: clients honour it)
+    fault_retry_after: float = 1.0
 
-    def __init__(self, *, port: int = 0, tls: bool = True, cert_dir: Path | None = None) -> None:
-        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        tls: bool = True,
+        cert_dir: Path | None = None,
+        faults: float = 0.0,
+        seed: int | None = None,
+        fault_delay: float = 2.0,
+        fault_kinds: Iterable[str] | None = None,
+        fault_applied: float = 0.5,
+    ) -> None:
+        self._routes: list[_Route] = []
         self._lock = threading.RLock()
         self.calls = 0
         self.calls_by_route: Counter[str] = Counter()
+        self.faults_injected: Counter[str] = Counter()
+        self._fault_random = random.Random(seed)
+        self._stopping = threading.Event()
+        self.fault_share = 0.0
+        self.fault_delay = fault_delay
+        self.fault_kinds: tuple[str, ...] = FAULT_KINDS
+        self.fault_applied = fault_applied
+        self.set_faults(faults, seed, kinds=fault_kinds)
         self._port = port
         self._tls = tls
         self._cert_dir = cert_dir
@@ -128,23 +190,56 @@ class Sandbox:
         self.cert_file: Path | None = None
 
     # -- routing ---------------------------------------------------------------------------------
-    def route(self, method: str, pattern: str, handler: Handler) -> None:
-        self._routes.append((method.upper(), re.compile(pattern + r"\Z"), handler))
+    def route(self, method: str, pattern: str, handler: Handler, *, faults: bool | None = None) -> None:
+        """Serve ``method`` on paths matching ``pattern``.
 
-    def dispatch(self, request: Request) -> Response:
-        for method, pattern, handler in self._routes:
-            if method != request.method:
+        ``faults``: True/False forces fault injection on or off for this route; None (default) faults
+        it unless it looks like a token, login, WSDL or discovery endpoint (:meth:`faultable`).
+        """
+        method = method.upper()
+        self._routes.append(
+            _Route(method, re.compile(pattern + r"\Z"), handler, f"{method} {_label(pattern)}", faults)
+        )
+
+    def _find(self, request: Request) -> _Route | None:
+        """The route for ``request`` (``request.match`` set), counting the call either way."""
+        for route in self._routes:
+            if route.method != request.method:
                 continue
-            match = pattern.match(request.path)
+            match = route.pattern.match(request.path)
             if match:
                 with self._lock:
                     self.calls += 1
-                    self.calls_by_route[f"{method} {_label(pattern.pattern[:-2])}"] += 1
+                    self.calls_by_route[route.label] += 1
                 request.match = match
-                return handler(request)
+                return route
         with self._lock:
             self.calls += 1
-        return self.not_found(request)
+        return None
+
+    def dispatch(self, request: Request) -> Response:
+        """Answer ``request`` without fault injection."""
+        route = self._find(request)
+        return route.handler(request) if route is not None else self.not_found(request)
+
+    def handle(self, request: Request) -> Response | None:
+        """Answer ``request``, injecting a fault when one is drawn; None means "close, no answer"."""
+        route = self._find(request)
+        if route is None:
+            return self.not_found(request)
+        fault = self._draw_fault(request, route)
+        if fault is None:
+            return _run(route.handler, request)
+        with self._lock:
+            self.faults_injected[fault.kind] += 1
+            if fault.applied:
+                self.faults_injected[f"{fault.kind}_after_apply"] += 1
+        if fault.kind not in ("timeout", "drop"):
+            return self.fault_response(fault.kind, request)
+        response = _run(route.handler, request) if fault.applied else None
+        if fault.kind == "timeout":
+            self._stopping.wait(self.fault_delay)  # the client gives up meanwhile
+        return response if fault.kind == "timeout" else None
 
     def not_found(self, request: Request) -> Response:
         return Response(404, {"error": f"no route for {request.method} {request.path}"})
@@ -153,6 +248,81 @@ class Sandbox:
         with self._lock:
             self.calls = 0
             self.calls_by_route.clear()
+
+    # -- fault injection -------------------------------------------------------------------------
+    def set_faults(
+        self,
+        share: float,
+        seed: int | None = None,
+        *,
+        kinds: Iterable[str] | None = None,
+        delay: float | None = None,
+        applied: float | None = None,
+    ) -> None:
+        """Fault ``share`` (0..1) of the API calls from now on; 0 turns injection off.
+
+        ``seed`` restarts the random sequence (a sequential client then sees the same faults every
+        run); ``kinds`` limits the draw to some of :data:`FAULT_KINDS` (None: all of them); ``delay``
+        is how long a timeout holds the call and ``applied`` the share of timeouts/drops processed
+        before the answer is lost (None: unchanged).
+        """
+        if not 0.0 <= share <= 1.0 or not 0.0 <= (applied or 0.0) <= 1.0:
+            raise ValueError("the fault share and the applied share are between 0 and 1")
+        if delay is not None and delay < 0:
+            raise ValueError("the fault delay must not be negative")
+        chosen = tuple(kinds) if kinds is not None else FAULT_KINDS
+        unknown = sorted(set(chosen) - set(FAULT_KINDS))
+        if unknown or not chosen:
+            raise ValueError(f"fault kinds must be some of {FAULT_KINDS}, got {unknown or 'none'}")
+        with self._lock:
+            self.fault_share = share
+            self.fault_kinds = chosen
+            if seed is not None:
+                self._fault_random.seed(seed)
+            if delay is not None:
+                self.fault_delay = delay
+            if applied is not None:
+                self.fault_applied = applied
+
+    def faultable(self, request: Request) -> bool:
+        """Whether a call on a route without an explicit ``faults=`` may be faulted."""
+        return not _NEVER_FAULTED.search(request.path) and "wsdl" not in {k.lower() for k in request.query}
+
+    def _draw_fault(self, request: Request, route: _Route) -> Fault | None:
+        if self.fault_share <= 0.0:
+            return None
+        if not (route.faults if route.faults is not None else self.faultable(request)):
+            return None
+        with self._lock:
+            if self._fault_random.random() >= self.fault_share:
+                return None
+            kind = self._fault_random.choice(self.fault_kinds)
+            applied = kind in ("timeout", "drop") and self._fault_random.random() < self.fault_applied
+        return Fault(kind, applied)
+
+    def retry_after_header(self) -> str:
+        """A ``Retry-After`` value of :attr:`fault_retry_after`: delta-seconds or, at random, an HTTP date."""
+        with self._lock:
+            as_date = self._fault_random.random() < 0.5
+        seconds = self.fault_retry_after
+        if as_date:
+            return email.utils.formatdate(time.time() + seconds, usegmt=True)
+        return f"{seconds:g}"
+
+    def fault_response(self, kind: str, request: Request) -> Response:
+        """The answer of an injected ``throttle``/``server_error``/``unavailable``; subclasses give the
+        vendor's own bodies (this generic one is plain JSON)."""
+        if kind == "throttle":
+            return Response(
+                429, {"error": "rate limited"}, headers={"Retry-After": self.retry_after_header()}
+            )
+        status = 500 if kind == "server_error" else 503
+        return Response(status, {"error": f"injected {kind}"})
+
+    def arm_run_events(self) -> list[str]:
+        """Schedule the vendor's once-per-run events (an expired session, a stale version...) on the
+        next calls; returns their names. The demo calls it at the start of a faulted run."""
+        return []
 
     # -- lifecycle -------------------------------------------------------------------------------
     @property
@@ -166,6 +336,7 @@ class Sandbox:
 
     def start(self) -> Self:
         sandbox = self
+        self._stopping.clear()
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -190,10 +361,10 @@ class Sandbox:
                     headers={k.lower(): v for k, v in self.headers.items()},
                     body=body,
                 )
-                try:
-                    response = sandbox.dispatch(request)
-                except Exception as exc:  # a sandbox bug must surface as a 500, not a hang
-                    response = Response(500, {"error": f"sandbox error: {exc!r}"})
+                response = sandbox.handle(request)
+                if response is None:  # an injected drop: close without a status line
+                    self.close_connection = True
+                    return
                 payload, content_type = response.encoded()
                 self.send_response(response.status)
                 self.send_header("Content-Type", content_type)
@@ -234,6 +405,7 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # wakes handlers holding an injected timeout
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -247,3 +419,10 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _run(handler: Handler, request: Request) -> Response:
+    try:
+        return handler(request)
+    except Exception as exc:  # a sandbox bug must surface as a 500, not a hang
+        return Response(500, {"error": f"sandbox error: {exc!r}"})

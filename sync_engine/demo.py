@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from connectors.nav.sandbox import NavSandbox
 from connectors.quickbooks.sandbox import QuickBooksSandbox
 from connectors.salesforce.sandbox import SalesforceSandbox
 from sync_engine.cycle import CycleResult, Progress, run_cycle
@@ -28,7 +29,7 @@ from sync_engine.store.db import upgrade_database
 from sync_engine.store.models import DeadLetter
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
-SF_STATE, QBO_STATE = "salesforce.json", "quickbooks.json"
+SF_STATE, QBO_STATE, ERP_STATE = "salesforce.json", "quickbooks.json", "erp.json"
 
 
 def seed_salesforce(sandbox: SalesforceSandbox, *, accounts: int, orders: int, today: dt.date) -> int:
@@ -46,7 +47,9 @@ def _write_secret(path: Path, value: str) -> str:
     return str(path.relative_to(path.parent.parent))
 
 
-def write_workdir(workdir: Path, sf: SalesforceSandbox, qbo: QuickBooksSandbox) -> Path:
+def write_workdir(
+    workdir: Path, sf: SalesforceSandbox, qbo: QuickBooksSandbox, nav: NavSandbox | None = None
+) -> Path:
     """``billsync.yaml`` pointing at the running sandboxes; secrets live in ``secrets/``, not in YAML."""
     secrets = workdir / "secrets"
     secrets.mkdir(exist_ok=True)
@@ -109,10 +112,37 @@ def write_workdir(workdir: Path, sf: SalesforceSandbox, qbo: QuickBooksSandbox) 
         ],
         "billing": {"series": "INV", "number_prefix": "INV-", "number_width": 6, "payment_terms_days": 30},
     }
+    if nav is not None:
+        config["connections"]["erp"] = {
+            "type": "nav",
+            "base_url": f"{nav.base_url}/{nav.instance}/WS/",
+            "company": nav.company,
+            "username": nav.username,
+            "password_file": _write_secret(secrets / "erp_password", nav.password),
+            "ca_file": str(nav.cert_file) if nav.cert_file else None,
+            "wsdl_cache_dir": str(workdir / "wsdl-cache"),
+        }
+        config["destinations"].append(
+            {
+                "name": "erp",
+                "connection": "erp",
+                "mappings": {"customer": "builtin:nav/customer.out", "invoice": "builtin:nav/invoice.out"},
+            }
+        )
     path = workdir / "billsync.yaml"
     header = "# Written by `billsync demo`; the sandboxes' addresses change on every run.\n"
     path.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
+
+
+def count_invoices_in_erp(runtime: Runtime, connection: str) -> tuple[int, int]:
+    """(sales invoices, duplicated billsync numbers), read back through the ERP's SOAP API."""
+    connector = runtime.nav(connection)
+    numbers = Counter(
+        str(inv.get("External_Document_No")) for inv in connector.read_multiple("SalesInvoice", set_size=500)
+    )
+    total = sum(numbers.values())
+    return total, total - len(numbers)
 
 
 def count_invoices_in_quickbooks(runtime: Runtime, connection: str) -> tuple[int, int]:
@@ -139,31 +169,40 @@ def run_demo(
 
     sf = SalesforceSandbox(cert_dir=state_dir)
     qbo = QuickBooksSandbox(cert_dir=state_dir)
+    erp = NavSandbox(cert_dir=state_dir)
     reused = (state_dir / SF_STATE).exists()
-    with sf, qbo:
+    with sf, qbo, erp:
         if reused:
             sf.load_state(state_dir / SF_STATE)
             qbo.load_state(state_dir / QBO_STATE)
+            if (state_dir / ERP_STATE).exists():
+                erp.load_state(state_dir / ERP_STATE)
         else:
             seed_salesforce(sf, accounts=accounts, orders=orders, today=today)
-        sf.reset_counters()
-        qbo.reset_counters()
-        config_path = write_workdir(workdir, sf, qbo)
+        for sandbox in (sf, qbo, erp):
+            sandbox.reset_counters()
+        config_path = write_workdir(workdir, sf, qbo, erp)
         settings = load_settings(config_path)
         upgrade_database(settings.database_url)
         runtime = Runtime(settings)
         try:
             cycle = run_cycle(runtime, as_of=today, progress=progress)
-            calls = {"salesforce": sf.calls, "quickbooks": qbo.calls}
+            calls = {"salesforce": sf.calls, "quickbooks": qbo.calls, "erp": erp.calls}
             quickbooks_calls = dict(qbo.calls_by_route)
             in_qbo, duplicates = count_invoices_in_quickbooks(runtime, "quickbooks")
+            in_erp, erp_duplicates = count_invoices_in_erp(runtime, "erp")
             with runtime.sessions() as session:
                 dead = session.query(DeadLetter).filter(DeadLetter.status == "open").count()
         finally:
             runtime.close()
             sf.save_state(state_dir / SF_STATE)
             qbo.save_state(state_dir / QBO_STATE)
-    return summarise(cycle, workdir, reused, calls, quickbooks_calls, in_qbo, duplicates, dead)
+            erp.save_state(state_dir / ERP_STATE)
+    summary = summarise(cycle, workdir, reused, calls, quickbooks_calls, in_qbo, duplicates, dead)
+    summary["invoices_in_erp"] = in_erp
+    summary["duplicate_invoices_in_erp"] = erp_duplicates
+    summary["pushed_to_erp"] = dict(cycle.pushes[1].sent) if len(cycle.pushes) > 1 else {}
+    return summary
 
 
 def summarise(

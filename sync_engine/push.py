@@ -20,11 +20,10 @@ from typing import Any, Literal
 from sqlalchemy import select
 
 from connectors.errors import AuthError, FatalError, RecordError, RetryableError
-from connectors.quickbooks.client import BatchItem, BatchResult, QuickBooksConnector, remote_identity
-from connectors.quickbooks.errors import DuplicateNameError, StaleObjectError
 from mappings.engine import Mapper, MappingError
 from sync_engine.bindings import BindingLookups, bind, bindings_by_canonical, payload_hash
 from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
+from sync_engine.destinations import Destination, Outcome, Write
 from sync_engine.invoicing import invoice_document
 from sync_engine.outbox import enqueue
 from sync_engine.runtime import Runtime, StopRequested
@@ -67,7 +66,7 @@ class _Prepared:
 def push_destination(
     runtime: Runtime, destination: DestinationSettings, progress: Callable[[int], None] | None = None
 ) -> PushResult:
-    connector = runtime.quickbooks(destination.connection)
+    connector = runtime.destination(destination.connection)
     calls_before = connector.api_calls
     result = PushResult(destination=destination.name)
     with runtime.transaction() as session:
@@ -108,7 +107,7 @@ def push_destination(
 def _push_entity(
     runtime: Runtime,
     destination: DestinationSettings,
-    connector: QuickBooksConnector,
+    connector: Destination,
     entity: str,
     run_id: int,
     result: PushResult,
@@ -140,7 +139,15 @@ def _push_entity(
                 assert row is not None
                 remote = found.get(str(p.sent_match_key)) if p.row_id in unknown_ids else None
                 if remote is not None:
-                    _adopt(session, destination.name, entity, row, remote, p.sent_hash, payload_hash(p.doc))
+                    _adopt(
+                        session,
+                        destination.name,
+                        entity,
+                        row,
+                        connector.identity(remote),
+                        p.sent_hash,
+                        payload_hash(p.doc),
+                    )
                     result.adopted += 1
                     continue
                 if row.status == "pending":  # a fresh attempt gets a fresh key; a resend keeps its key
@@ -152,9 +159,9 @@ def _push_entity(
         if not to_send:
             continue
         items = [
-            BatchItem(
+            Write(
                 key=p.key,
-                entity=qbo_entity,
+                object=qbo_entity,
                 operation=p.operation,
                 payload=p.payload,
                 remote_id=p.remote_id,
@@ -163,7 +170,7 @@ def _push_entity(
             for p in to_send
         ]
         try:
-            results = connector.batch(items)
+            results = connector.write(items)
         except RetryableError as exc:  # batch() reports call failures per item; this is a safety net
             with runtime.transaction() as session:
                 for p in to_send:
@@ -278,9 +285,9 @@ def _prepare(
 
 def _apply_results(
     runtime: Runtime,
-    connector: QuickBooksConnector,
+    connector: Destination,
     sent: Sequence[_Prepared],
-    results: Sequence[BatchResult],
+    results: Sequence[Outcome],
     system: str,
     entity: str,
     qbo_entity: str,
@@ -296,12 +303,13 @@ def _apply_results(
     def failed_with(kind: type[Exception]) -> list[_Prepared]:
         return [p for p in sent if isinstance(getattr(by_key.get(p.key), "error", None), kind)]
 
-    duplicates = [p.natural_key for p in failed_with(DuplicateNameError) if natural_field]
+    duplicates = [p.natural_key for p in failed_with(connector.duplicate_error) if natural_field]
     existing = connector.find_by(qbo_entity, natural_field, duplicates) if duplicates else {}
     # A stale SyncToken means the record changed in QBO since we last wrote it (or our previous
     # update did land): take the current version and send the update again on the next pass.
     fresh_versions = {
-        p.canonical_id: connector.get(qbo_entity, str(p.remote_id)) for p in failed_with(StaleObjectError)
+        p.canonical_id: connector.get(qbo_entity, str(p.remote_id))
+        for p in failed_with(connector.stale_error)
     }
     with runtime.transaction() as session:
         for p in sent:
@@ -309,17 +317,25 @@ def _apply_results(
             assert row is not None
             outcome = by_key.get(p.key)
             if outcome is not None and outcome.ok and outcome.entity is not None:
-                _bound(session, system, entity, row, outcome.entity, payload_hash(p.doc))
+                _bound(session, system, entity, row, connector.identity(outcome.entity), payload_hash(p.doc))
                 result.sent[entity] = result.sent.get(entity, 0) + 1
                 continue
             error = outcome.error if outcome is not None else None
-            if isinstance(error, DuplicateNameError) and p.natural_key in existing:
+            if isinstance(error, connector.duplicate_error) and p.natural_key in existing:
                 # Created by hand, or by a write we lost track of: adopt it, then write our data on it.
-                _adopt(session, system, entity, row, existing[p.natural_key], None, payload_hash(p.doc))
+                _adopt(
+                    session,
+                    system,
+                    entity,
+                    row,
+                    connector.identity(existing[p.natural_key]),
+                    None,
+                    payload_hash(p.doc),
+                )
                 result.adopted += 1
             elif p.canonical_id in fresh_versions:
                 remote = fresh_versions[p.canonical_id]
-                external_id, version = remote_identity(remote)
+                external_id, version = connector.identity(remote)
                 bind(
                     session,
                     system=system,
@@ -371,10 +387,11 @@ def _documents(session: Any, entity: str, ids: list[str]) -> dict[str, dict[str,
 
 
 def _bound(
-    session: Any, system: str, entity: str, row: OutboxItem, remote: dict[str, Any], sent_hash: str | None
+    session: Any, system: str, entity: str, row: OutboxItem, remote: tuple[str, str], sent_hash: str | None
 ) -> None:
-    """Record where the canonical record lives now; ``sent_hash`` is the data QBO holds (or None)."""
-    external_id, version = remote_identity(remote)
+    """Record where the canonical record lives now (remote id, version); ``sent_hash`` is the data
+    the destination holds (None when unknown)."""
+    external_id, version = remote
     bind(
         session,
         system=system,
@@ -393,7 +410,7 @@ def _adopt(
     system: str,
     entity: str,
     row: OutboxItem,
-    remote: dict[str, Any],
+    remote: tuple[str, str],
     sent_hash: str | None,
     current_hash: str,
 ) -> None:

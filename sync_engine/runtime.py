@@ -16,11 +16,14 @@ import yaml
 from sqlalchemy.orm import Session
 
 from billing.catalog import Catalog
+from connectors.nav.client import NavConnector
+from connectors.nav.settings import NavSettings
 from connectors.quickbooks.client import QuickBooksConnector
 from connectors.quickbooks.settings import QuickBooksSettings
 from connectors.salesforce.client import SalesforceConnector
 from connectors.salesforce.settings import SalesforceSettings
 from mappings.spec import MappingSpec, load_spec
+from sync_engine.destinations import Destination, NavDestination, QuickBooksDestination
 from sync_engine.schemas import schema_for
 from sync_engine.settings import Settings
 from sync_engine.store.db import make_engine, session_factory
@@ -94,6 +97,21 @@ class Runtime:
             self._connectors[name] = QuickBooksConnector(settings, DbTokenStore(self.sessions, name))
         connector: QuickBooksConnector = self._connectors[name]
         return connector
+
+    def nav(self, name: str) -> NavConnector:
+        if name not in self._connectors:
+            settings = self.settings.connections[name]
+            assert isinstance(settings, NavSettings), f"connection {name} is not a NAV / Business Central one"
+            self._connectors[name] = NavConnector(settings)
+        connector: NavConnector = self._connectors[name]
+        return connector
+
+    def destination(self, connection: str) -> Destination:
+        """The writer for a destination's connection, whatever system it is."""
+        settings = self.settings.connections[connection]
+        if isinstance(settings, NavSettings):
+            return NavDestination(self.nav(connection))
+        return QuickBooksDestination(self.quickbooks(connection))
 
     def close(self) -> None:
         self.engine.dispose()

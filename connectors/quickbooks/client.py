@@ -9,8 +9,11 @@ What it adds to the libraries, and why:
 * idempotent writes: every write carries ``?requestid=``; batch items carry the caller's key as
   ``bId`` and the batch a request id derived from those keys, so a retried identical call is answered
   from QBO's request-id cache instead of being applied twice;
-* one error taxonomy (:mod:`connectors.quickbooks.errors`) and short, bounded in-call retries that
-  honour ``Retry-After``; longer waits are raised for the job layer;
+* one error taxonomy (:mod:`connectors.quickbooks.errors`) and the shared in-call retry policy
+  (:class:`connectors.retry.RetryPolicy`: bounded, jittered, ``Retry-After`` honoured; longer waits
+  are raised for the job layer); a write whose earlier attempt may have been applied ends as
+  ``OutcomeUnknownError`` whatever the last error was; ``update(..., retry_stale=True)`` re-reads
+  the SyncToken once after a 5010;
 * exact money: Decimal in payloads is written as a JSON number digit for digit (python-quickbooks'
   own ``DecimalEncoder`` writes it as a *string*), and JSON numbers in responses parse to Decimal.
 
@@ -35,20 +38,19 @@ from oauthlib.oauth2.rfc6749.utils import is_secure_transport
 from quickbooks import QuickBooks
 from quickbooks.exceptions import QuickbooksException
 from requests_oauthlib import OAuth2Session
-from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from connectors.errors import (
     AuthError,
     ConnectorError,
     FatalError,
     OutcomeUnknownError,
-    RateLimitedError,
     RetryableError,
 )
 from connectors.quickbooks.auth import TokenManager, utcnow
 from connectors.quickbooks.errors import (
     SYSTEM,
     FaultError,
+    StaleObjectError,
     translate_errors,
     translate_fault,
     translate_response,
@@ -56,6 +58,7 @@ from connectors.quickbooks.errors import (
 )
 from connectors.quickbooks.settings import QuickBooksSettings
 from connectors.quickbooks.tokens import TokenStore
+from connectors.retry import RetryPolicy
 
 __all__ = ["BATCH_SIZE", "PAGE_SIZE", "BatchItem", "BatchResult", "QuickBooksConnector", "dumps_exact"]
 
@@ -129,6 +132,15 @@ def _encode(value: Any) -> str:
 def dumps_exact(value: Any) -> str:
     """JSON text with every Decimal written as a number with exactly its digits (never via float)."""
     return _encode(value)
+
+
+def retry_request_id(request_id: str, attempt: int = 1) -> str:
+    """The request id of a *different* write derived from ``request_id`` (a re-read update), within
+    QBO's 50-character limit; stable, so a crash and rerun reuse it."""
+    derived = f"{request_id}-r{attempt}"
+    if len(derived) <= 50:
+        return derived
+    return f"bsr-{hashlib.sha256(derived.encode()).hexdigest()[:40]}"
 
 
 def batch_request_id(keys: Sequence[str]) -> str:
@@ -216,14 +228,20 @@ class QuickBooksConnector:
         retry_attempts: int = 3,
         retry_max_wait: float = 30.0,
         retry_backoff: float = 1.0,
+        retry_jitter: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
+        retry: RetryPolicy | None = None,
     ) -> None:
+        """``retry`` replaces the policy built from the ``retry_*``/``sleep`` arguments."""
         self.settings = settings
         self.api_calls = 0
-        self._retry_attempts = max(1, retry_attempts)
-        self._retry_max_wait = retry_max_wait
-        self._retry_backoff = retry_backoff
-        self._sleep = sleep
+        self.retry = retry or RetryPolicy(
+            attempts=max(1, retry_attempts),
+            backoff=retry_backoff,
+            max_wait=retry_max_wait,
+            jitter=retry_jitter,
+            sleep=sleep,
+        )
         self.tokens = TokenManager(settings, token_store, clock=clock, on_request=self._count_call)
         self._session = _ApiSession(
             settings.client_id,
@@ -258,11 +276,28 @@ class QuickBooksConnector:
         result = self._call(lambda: self.qb.create_object(entity, body, request_id=request_id), write=True)
         return dict(result[entity])
 
-    def update(self, entity: str, payload: Mapping[str, Any], *, request_id: str) -> dict[str, Any]:
-        """Update one entity (payload has ``Id`` and ``SyncToken``; add ``"sparse": True`` to merge)."""
+    def update(
+        self, entity: str, payload: Mapping[str, Any], *, request_id: str, retry_stale: bool = False
+    ) -> dict[str, Any]:
+        """Update one entity (payload has ``Id`` and ``SyncToken``; add ``"sparse": True`` to merge).
+
+        ``retry_stale``: on a stale SyncToken (5010) read the current one and send the update once more
+        (with a derived request id): right for sparse updates of fields billsync owns, wrong when the
+        caller must see what changed in QBO first, hence opt-in. A second 5010 is raised.
+        """
         self._check_entity(entity)
         if "Id" not in payload or "SyncToken" not in payload:
             raise ValueError("an update payload needs Id and SyncToken")
+        try:
+            return self._update_once(entity, payload, request_id)
+        except StaleObjectError:
+            if not retry_stale:
+                raise
+        current = self.get(entity, str(payload["Id"]))
+        fresh = {**payload, "SyncToken": str(current.get("SyncToken", "0"))}
+        return self._update_once(entity, fresh, retry_request_id(request_id))
+
+    def _update_once(self, entity: str, payload: Mapping[str, Any], request_id: str) -> dict[str, Any]:
         body = dumps_exact(payload)
         result = self._call(lambda: self.qb.update_object(entity, body, request_id=request_id), write=True)
         return dict(result[entity])
@@ -428,44 +463,9 @@ class QuickBooksConnector:
             return self._attempt(send, write=write)
 
     def _call(self, send: Callable[[], _T], *, write: bool) -> _T:
-        """Short in-call retries of retryable failures; writes are safe to resend (same requestid)."""
-        outcome_unknown = False
+        """Short in-call retries of retryable failures; writes are safe to resend (same requestid).
 
-        def once() -> _T:
-            nonlocal outcome_unknown
-            try:
-                return self._with_auth(send, write=write)
-            except OutcomeUnknownError:
-                outcome_unknown = True
-                raise
-
-        retrying = Retrying(
-            retry=retry_if_exception_type(RetryableError),
-            stop=self._stop,
-            wait=self._wait,
-            sleep=self._sleep,
-            reraise=True,
-        )
-        try:
-            return retrying(once)
-        except ConnectorError as exc:
-            # Whatever ends the retries (even an auth or TLS failure), an earlier attempt may have
-            # been applied: the caller must look the write up before sending it again.
-            if outcome_unknown and not isinstance(exc, OutcomeUnknownError):
-                raise OutcomeUnknownError(
-                    f"an earlier attempt may have been applied; last error: {exc.message}", system=SYSTEM
-                ) from exc
-            raise
-
-    def _stop(self, state: RetryCallState) -> bool:
-        if state.attempt_number >= self._retry_attempts:
-            return True
-        exc = state.outcome.exception() if state.outcome else None
-        # a long Retry-After is the job layer's business: free the worker instead of sleeping
-        return isinstance(exc, RateLimitedError) and (exc.retry_after or 0.0) > self._retry_max_wait
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-            return min(exc.retry_after, self._retry_max_wait)
-        return float(min(self._retry_max_wait, self._retry_backoff * 2 ** (state.attempt_number - 1)))
+        Whatever ends the retries of a write (even an auth or TLS failure), if an earlier attempt may
+        have been applied the caller gets OutcomeUnknownError and must look the write up first.
+        """
+        return self.retry.call(lambda: self._with_auth(send, write=write), write=write)

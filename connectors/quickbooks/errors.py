@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -40,6 +38,23 @@ from connectors.errors import (
     RecordError,
     RetryableError,
 )
+from connectors.retry import parse_retry_after
+
+__all__ = [
+    "DEFAULT_RETRY_AFTER",
+    "SYSTEM",
+    "DuplicateNameError",
+    "FaultError",
+    "StaleObjectError",
+    "fault_errors",
+    "parse_retry_after",
+    "redact",
+    "translate_errors",
+    "translate_fault",
+    "translate_response",
+    "translate_transport",
+    "xml_fault_errors",
+]
 
 SYSTEM = "quickbooks"
 DEFAULT_RETRY_AFTER = 60.0
@@ -70,22 +85,6 @@ def _as_int(value: object) -> int | None:
         return int(str(value))
     except (TypeError, ValueError):
         return None
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def fault_errors(fault: Mapping[str, Any]) -> tuple[str, list[FaultError]]:

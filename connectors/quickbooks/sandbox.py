@@ -7,6 +7,12 @@ the connector has to live with: rotating refresh tokens, expiring access tokens,
 Approximations are marked as such where the real error code is not documented. Each request runs on
 its own server thread; all state changes happen under the base class's re-entrant ``_lock``.
 
+Faults: the scripted ones (:meth:`~QuickBooksSandbox.throttle_next`, ``fail_next``, ``stall_next``,
+``expire_access_tokens``, ``stale_next_update``) and the base class's random share
+(``QuickBooksSandbox(faults=0.1, seed=1)``), answered with QBO's own bodies: the 3001 throttle XML with
+``Retry-After``, the 10000 SystemFault for 500, the gateway's HTML for 503. The OAuth endpoints are
+never faulted at random.
+
 Usage::
 
     with QuickBooksSandbox() as qbo:
@@ -386,10 +392,12 @@ class QuickBooksSandbox(Sandbox):
         self._throttle: list[float | None] = []
         self._failures: list[int] = []
         self._stalls: list[float] = []
+        self._stale_updates = 0
+        self._expire_once = False
         self.refreshes = 0
         self.applied_writes = 0
-        self.route("GET", r"/\.well-known/openid_configuration/?", self._discovery)
-        self.route("POST", r"/oauth2/v1/tokens/bearer", self._token)
+        self.route("GET", r"/\.well-known/openid_configuration/?", self._discovery, faults=False)
+        self.route("POST", r"/oauth2/v1/tokens/bearer", self._token, faults=False)
         company = r"/v3/company/(?P<realm>[^/]+)"
         entity = r"(?P<entity>customer|item|invoice)"
         self.route("POST", rf"{company}/{entity}", self._api(self._write, write=True))
@@ -448,6 +456,33 @@ class QuickBooksSandbox(Sandbox):
         with self._lock:
             self._access_tokens = {token: 0.0 for token in self._access_tokens}
 
+    def expire_access_tokens_once(self) -> None:
+        """The next API call finds its access token expired (401/3200) even if it was issued after
+        this call; the refresh that follows rotates the refresh token, as it does every hour in QBO."""
+        with self._lock:
+            self._expire_once = True
+
+    def stale_next_update(self, n: int = 1) -> None:
+        """The next ``n`` updates (single or batch item) get the real 5010 Stale Object fault, as if
+        someone had edited the entity in QBO just before; nothing is applied."""
+        with self._lock:
+            self._stale_updates += n
+
+    def arm_run_events(self) -> list[str]:
+        """Once per run: the access token expires under the next API call (a refresh, which rotates
+        the refresh token) and the next update, if the run makes one, meets a stale SyncToken."""
+        self.expire_access_tokens_once()
+        self.stale_next_update()
+        return ["expired_token", "stale_sync_token"]
+
+    def fault_response(self, kind: str, request: Request) -> Response:
+        """QBO's own answers: the 3001 throttle XML (429), the 10000 SystemFault (500), the gateway's
+        HTML page (503)."""
+        if kind == "throttle":
+            headers = {"Retry-After": self.retry_after_header()}
+            return Response(429, THROTTLE_XML, headers, content_type="application/xml")
+        return self._failure(500 if kind == "server_error" else 503)
+
     @property
     def current_refresh_token(self) -> str:
         return self._refresh_token
@@ -466,7 +501,7 @@ class QuickBooksSandbox(Sandbox):
         """Create entities directly (no HTTP, same validation); for fixtures of tests and the demo."""
         with self._lock:
             name = self._name(entity)
-            return [copy.deepcopy(self._apply(name, dict(payload))) for payload in payloads]
+            return [copy.deepcopy(self._apply(name, dict(payload), api=False)) for payload in payloads]
 
     def save_state(self, path: Path) -> None:
         """Write companies, tokens and the request-id cache to ``path`` so a later run can resume."""
@@ -598,11 +633,18 @@ class QuickBooksSandbox(Sandbox):
         token = header[7:] if header.startswith("Bearer ") else ""
         with self._lock:
             expires = self._access_tokens.get(token)
+            if self._expire_once and expires is not None and time.time() < expires:
+                self._expire_once = False
+                self._access_tokens = {issued: 0.0 for issued in self._access_tokens}
+                expires = 0.0
         if expires is not None and time.time() < expires and request.match is not None:
             if request.match["realm"] != self.realm_id:
                 return _json(403, self._gateway_fault("AuthorizationFailed", "003100", 403, None, "3100"))
             return None
         detail = "Token expired: access token is no longer valid" if expires is not None else "Token invalid"
+        if expires is not None:
+            with self._lock:
+                self.faults_injected["expired_token"] += 1
         return _json(401, self._gateway_fault("AuthenticationFailed", "003200", 401, detail, "3200"))
 
     @staticmethod
@@ -744,15 +786,22 @@ class QuickBooksSandbox(Sandbox):
             return {"bId": bid, "Fault": fault.fault()}
 
     # -- entity rules ----------------------------------------------------------------------------
-    def _apply(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Create, or update when the body has an Id (full update, or merge when sparse)."""
+    def _apply(self, name: str, payload: dict[str, Any], *, api: bool = True) -> dict[str, Any]:
+        """Create, or update when the body has an Id (full update, or merge when sparse).
+
+        ``api=False`` (seeding) is never hit by a scheduled stale-SyncToken fault."""
         now = _now_text("seconds")
         store = self._store[name]
         if "Id" in payload:
             current = store.get(str(payload["Id"]))
             if current is None:
                 raise _not_found()
-            if str(payload.get("SyncToken")) != current["SyncToken"]:
+            stale = str(payload.get("SyncToken")) != current["SyncToken"]
+            if api and not stale and self._stale_updates > 0:
+                self._stale_updates -= 1
+                self.faults_injected["stale_sync_token"] += 1
+                stale = True
+            if stale:
                 raise QboFault(
                     "5010",
                     "Stale Object Error",

@@ -5,6 +5,11 @@ timeout and a trust setting on every request, the login host replaced by ``setti
 library hard-codes ``login.salesforce.com``), and a count of HTTP calls. Numbers are parsed as
 ``Decimal`` so money never goes through float. Every vendor error leaves as a ``connectors.errors``
 class (see :mod:`connectors.salesforce.errors`).
+
+Retries: every read (query page, get) and every upsert (idempotent by its external id) runs under the
+shared :class:`connectors.retry.RetryPolicy`. The session is renewed by the connector, not by the
+library (which would log in up to three times in a row and hide why): an ``INVALID_SESSION_ID``
+answer leads to one new login and one resend in that attempt; refused again, it is an AuthError.
 """
 
 from __future__ import annotations
@@ -13,16 +18,19 @@ import datetime as dt
 import json
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
 from simple_salesforce.api import Salesforce
+from simple_salesforce.login import SalesforceLogin
 
+from connectors.errors import AuthError
 from connectors.http import DefaultsSession
+from connectors.retry import RetryPolicy
 from connectors.salesforce.errors import translated
 from connectors.salesforce.settings import SalesforceSettings
 from connectors.salesforce.soql import datetime_literal, format_datetime, is_field_path, is_identifier
@@ -33,6 +41,7 @@ LOGIN_HOSTS = ("https://login.salesforce.com", "https://test.salesforce.com")
 PAGE_SIZE = 2000
 CURSOR_FIELD = "SystemModstamp"
 _RECORD_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?\Z")
+_T = TypeVar("_T")
 
 
 class SalesforceSession(DefaultsSession):
@@ -54,6 +63,7 @@ class SalesforceSession(DefaultsSession):
         self.login_url = login_url.rstrip("/")
         self.calls = 0
         self.last_login_status: int | None = None
+        self.last_retry_after: str | None = None
         self._transport = transport
         self._count_lock = threading.Lock()
 
@@ -75,6 +85,8 @@ class SalesforceSession(DefaultsSession):
             response = super().request(method, target, *args, **kwargs)
         if login:  # simple-salesforce drops the status of a failed login; keep it for the error
             self.last_login_status = response.status_code
+        # ... and the headers of a failed call: keep Retry-After for the RateLimitedError
+        self.last_retry_after = response.headers.get("Retry-After")
         return response
 
 
@@ -112,6 +124,11 @@ def _strip_attributes(value: Any) -> Any:
     return value
 
 
+def _next_page(url: str, timeout: float) -> Callable[[Salesforce], Any]:
+    """The ``query_more`` call of one page: retried as is (the locator and offset are in the URL)."""
+    return lambda sf: sf.query_more(url, identifier_is_url=True, timeout=timeout)
+
+
 def build_pull_query(
     sobject: str, fields: Sequence[str], since: dt.datetime | None, lookback_seconds: int = 0
 ) -> str:
@@ -136,12 +153,21 @@ class SalesforceConnector:
     """Reads and writes one Salesforce org. Logs in lazily, on the first call that needs a session.
 
     Not thread-safe (neither is simple-salesforce's client): one connector per worker thread.
+    ``retry`` is the in-call retry policy (default: 3 attempts, 1 s backoff with jitter, 30 s cap).
     """
 
     system = "salesforce"
 
-    def __init__(self, settings: SalesforceSettings, *, session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        settings: SalesforceSettings,
+        *,
+        session: requests.Session | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.settings = settings
+        self.retry = retry or RetryPolicy()
+        self.logins = 0
         if isinstance(session, SalesforceSession):
             self._session = session
         else:
@@ -174,6 +200,7 @@ class SalesforceConnector:
             secrets=self._secrets,
             username=self.settings.username,
             login_status=lambda: self._session.last_login_status,
+            retry_after=lambda: self._session.last_retry_after,
         )
 
     def connect(self) -> None:
@@ -182,17 +209,43 @@ class SalesforceConnector:
             return
         token = self.settings.security_token
         with self._translated("Salesforce login"):
-            self._sf = Salesforce(
+            # The library's own SOAP login, but the client is built on the session id: with
+            # username/password it would re-login by itself, up to 3 times per call.
+            session_id, instance = SalesforceLogin(
                 username=self.settings.username,
                 password=self.settings.password.get_secret_value(),
                 # "" not None: simple-salesforce picks SOAP login only when a token is given
                 security_token=token.get_secret_value() if token else "",
-                version=self.settings.api_version,
+                sf_version=self.settings.api_version,
                 session=self._session,
                 domain="login",  # rewritten to settings.login_url by the session
+            )
+            self.logins += 1
+            self._sf = Salesforce(
+                session_id=session_id,
+                instance=instance,
+                version=self.settings.api_version,
+                session=self._session,
                 parse_float=Decimal,
                 object_pairs_hook=dict,
             )
+
+    def _call(self, what: str, send: Callable[[Salesforce], _T], *, write: bool = False) -> _T:
+        """``send(client)`` under the retry policy, logging in again once per attempt if the session
+        expired (the first request of a new session is answered like any other)."""
+
+        def attempt() -> _T:
+            try:
+                with self._translated(what, write=write):
+                    return send(self.client)
+            except AuthError as error:
+                if error.code != "INVALID_SESSION_ID":
+                    raise
+            self._sf = None  # expired: one new login, one resend
+            with self._translated(what, write=write):
+                return send(self.client)
+
+        return self.retry.call(attempt, write=write)
 
     @property
     def client(self) -> Salesforce:
@@ -225,17 +278,14 @@ class SalesforceConnector:
         soql = build_pull_query(sobject, fields, since, self.settings.lookback_seconds)
         what = f"query {sobject}"
         timeout = self.settings.timeout_seconds
-        with self._translated(what):
-            sf = self.client
-            result = sf.query(soql, timeout=timeout)
+        result = self._call(what, lambda sf: sf.query(soql, timeout=timeout))
         while True:
             records: list[dict[str, Any]] = [_strip_attributes(record) for record in result["records"]]
             if records:
                 yield records
             if result.get("done", True):
                 return
-            with self._translated(what):
-                result = sf.query_more(result["nextRecordsUrl"], identifier_is_url=True, timeout=timeout)
+            result = self._call(what, _next_page(result["nextRecordsUrl"], timeout))
 
     def pull(
         self, sobject: str, fields: Sequence[str], since: dt.datetime | None
@@ -248,10 +298,11 @@ class SalesforceConnector:
         """One record by Id (all fields, no ``attributes``); a missing record raises RecordError."""
         if not is_identifier(sobject) or not _RECORD_ID.match(record_id):
             raise ValueError(f"bad object name or id: {sobject!r}/{record_id!r}")
-        with self._translated(f"get {sobject} {record_id}"):
-            result = self.client.restful(
-                f"sobjects/{sobject}/{record_id}", timeout=self.settings.timeout_seconds
-            )
+        timeout = self.settings.timeout_seconds
+        result = self._call(
+            f"get {sobject} {record_id}",
+            lambda sf: sf.restful(f"sobjects/{sobject}/{record_id}", timeout=timeout),
+        )
         record: dict[str, Any] = _strip_attributes(dict(result or {}))
         return record
 
@@ -261,7 +312,8 @@ class SalesforceConnector:
     ) -> dict[str, Any]:
         """Create or update the record whose ``external_id_field`` equals ``external_id``.
 
-        Idempotent by construction (PATCH on the external id), so a retry after a timeout is safe.
+        Idempotent by construction (PATCH on the external id), so it is retried after a timeout too;
+        if the retries end without an answer the error is OutcomeUnknownError (it may have been applied).
         Returns Salesforce's ``{"id", "success", "errors", "created"}``; before API 46.0 an update
         answers 204 with no body, reported as ``{"id": None, "success": True, "errors": [], "created": False}``.
         """
@@ -272,10 +324,12 @@ class SalesforceConnector:
             raise ValueError(f"not Salesforce field names: {bad!r}")
         path = f"sobjects/{sobject}/{external_id_field}/{quote(str(external_id), safe='')}"
         body = encode_json(fields)
-        with self._translated(f"upsert {sobject} {external_id_field}={external_id}", write=True):
-            result = self.client.restful(
-                path, method="PATCH", data=body, timeout=self.settings.timeout_seconds
-            )
+        timeout = self.settings.timeout_seconds
+        result = self._call(
+            f"upsert {sobject} {external_id_field}={external_id}",
+            lambda sf: sf.restful(path, method="PATCH", data=body, timeout=timeout),
+            write=True,
+        )
         if result is None:
             return {"id": None, "success": True, "errors": [], "created": False}
         return dict(result)

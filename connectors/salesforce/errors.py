@@ -27,12 +27,13 @@ from connectors.errors import (
     RecordError,
     RetryableError,
 )
+from connectors.retry import parse_retry_after
 
 SYSTEM = "salesforce"
 
 #: errorCode -> class. Anything not listed falls back on the HTTP status.
 ERROR_CODES: dict[str, type[ConnectorError]] = {
-    # the session: simple-salesforce already logged in again; still refused -> give up
+    # the session: the connector logs in again once per attempt; still refused -> give up
     "INVALID_SESSION_ID": AuthError,
     "INVALID_LOGIN": AuthError,
     "LOGIN_MUST_USE_SECURITY_TOKEN": AuthError,
@@ -142,7 +143,9 @@ def _class_for(
     return RecordError if write else FatalError
 
 
-def _from_salesforce_error(exc: SalesforceError, what: str, write: bool) -> ConnectorError:
+def _from_salesforce_error(
+    exc: SalesforceError, what: str, write: bool, retry_after: str | None = None
+) -> ConnectorError:
     errors = _errors_of(exc.content)
     codes = [code for code, _ in errors]
     messages = [message for _, message in errors]
@@ -157,7 +160,9 @@ def _from_salesforce_error(exc: SalesforceError, what: str, write: bool) -> Conn
     code = next((c for c in codes if c), None)
     message = f"{prefix}: {detail}" if detail else prefix
     if cls is RateLimitedError:
-        return RateLimitedError(message, retry_after=None, code=code, system=SYSTEM)
+        # Salesforce itself sends no Retry-After with REQUEST_LIMIT_EXCEEDED; a proxy or the sandbox may
+        wait = parse_retry_after(retry_after)
+        return RateLimitedError(message, retry_after=wait, code=code, system=SYSTEM)
     return cls(message, code=code, system=SYSTEM)
 
 
@@ -201,14 +206,19 @@ def translate(
     write: bool = False,
     username: str | None = None,
     login_status: int | None = None,
+    retry_after: str | None = None,
 ) -> ConnectorError | None:
-    """The taxonomy error for ``exc``, or None when it is not a vendor/transport error (a bug: re-raise)."""
+    """The taxonomy error for ``exc``, or None when it is not a vendor/transport error (a bug: re-raise).
+
+    ``retry_after`` is the ``Retry-After`` header of the failed answer, if any (simple-salesforce's
+    exceptions drop the headers).
+    """
     if isinstance(exc, ConnectorError):
         return exc
     if isinstance(exc, SalesforceAuthenticationFailed):
         return _from_login_failure(exc, username, login_status)
     if isinstance(exc, SalesforceError):
-        return _from_salesforce_error(exc, what, write)
+        return _from_salesforce_error(exc, what, write, retry_after)
     if isinstance(exc, requests.exceptions.SSLError):
         return FatalError(f"{what}: TLS verification failed ({exc}); check ca_file", system=SYSTEM)
     if isinstance(exc, requests.exceptions.ConnectTimeout):
@@ -248,11 +258,13 @@ def translated(
     secrets: Callable[[], Iterable[str | None]] | Iterable[str | None] = (),
     username: str | None = None,
     login_status: Callable[[], int | None] | None = None,
+    retry_after: Callable[[], str | None] | None = None,
 ) -> Iterator[None]:
     """Run a block, re-raising vendor and transport errors as taxonomy errors with secrets redacted.
 
     ``secrets`` may be a callable, read when an error happens (a login inside the block makes a new
-    session id); ``login_status`` gives the HTTP status of the last login answer.
+    session id); ``login_status`` gives the HTTP status of the last login answer, ``retry_after`` the
+    ``Retry-After`` header of the last answer.
     """
     try:
         yield
@@ -260,7 +272,10 @@ def translated(
         raise
     except Exception as exc:
         status = login_status() if login_status is not None else None
-        error = translate(exc, what=what, write=write, username=username, login_status=status)
+        wait = retry_after() if retry_after is not None else None
+        error = translate(
+            exc, what=what, write=write, username=username, login_status=status, retry_after=wait
+        )
         if error is None:
             raise
         error.message = redact(error.message, list(secrets() if callable(secrets) else secrets))

@@ -11,8 +11,13 @@ What it emulates (each shape checked against ``shared/fixtures/salesforce``):
 - sObject rows: ``GET``/``PATCH`` by Id, ``POST`` create, ``GET``/``PATCH`` by external id (upsert,
   201 created / 200 updated / 300 several matches), minimal ``describe``;
 - the errors the connector must survive: ``INVALID_FIELD``, ``MALFORMED_QUERY``, ``INVALID_TYPE``,
-  ``NOT_FOUND``, ``INVALID_SESSION_ID`` (after :meth:`expire_sessions`), ``REQUEST_LIMIT_EXCEEDED``
-  (the daily ``api_limit``, or :meth:`fail_next`), 5xx and slow answers (:meth:`delay_next`).
+  ``NOT_FOUND``, ``INVALID_SESSION_ID`` (after :meth:`expire_sessions`, or once on the next call after
+  :meth:`expire_session_once`), ``REQUEST_LIMIT_EXCEEDED`` (the daily ``api_limit``, or
+  :meth:`fail_next`), 5xx and slow answers (:meth:`delay_next`);
+- the base class's random faults (``SalesforceSandbox(faults=0.1, seed=1)``) on every authenticated
+  call (never on logins), with Salesforce's bodies: ``REQUEST_LIMIT_EXCEEDED`` (HTTP 403, the status
+  Salesforce uses; the ``Retry-After`` header is the emulator's addition, Salesforce sends none),
+  ``UNKNOWN_EXCEPTION`` (500), ``SERVER_UNAVAILABLE`` (503), timeouts and dropped connections.
 
 Records are stored per sObject with 18-character Ids carrying the real key prefixes and checksum.
 """
@@ -215,8 +220,10 @@ class SalesforceSandbox(Sandbox):
         port: int = 0,
         tls: bool = True,
         cert_dir: Path | None = None,
+        **faults: Any,
     ) -> None:
-        super().__init__(port=port, tls=tls, cert_dir=cert_dir)
+        """``faults``: the base class's ``faults=``, ``seed=``, ``fault_delay=``, ``fault_kinds=``..."""
+        super().__init__(port=port, tls=tls, cert_dir=cert_dir, **faults)
         self._initial = (username, password, security_token, api_limit)
         self.now: Callable[[], dt.datetime] = now or (lambda: dt.datetime.now(dt.UTC))
         self.calls_by_kind: Counter[str] = Counter()
@@ -231,11 +238,13 @@ class SalesforceSandbox(Sandbox):
         self._data: dict[str, dict[str, dict[str, Any]]] = {}
         self._sessions: set[str] = set()
         self._faults: list[_Fault] = []
+        self._expire_once = False
+        self._initial_faults = (self.fault_share, self.fault_kinds, self.fault_delay, self.fault_applied)
         self.reset()
         self._register_routes()
 
     def reset(self) -> None:
-        """Back to an empty org with the constructor's credentials and limit; counters to zero.
+        """Back to an empty org with the constructor's credentials, limit and fault share; counters to zero.
 
         Cheaper than a new sandbox (no new certificate, no server restart), so a test module can share one.
         """
@@ -255,6 +264,10 @@ class SalesforceSandbox(Sandbox):
             ):
                 table.clear()
             self._faults = []
+            self._expire_once = False
+            share, kinds, delay, applied = self._initial_faults
+            self.set_faults(share, kinds=kinds, delay=delay, applied=applied)
+            self.faults_injected.clear()
             for sobject, fields in DEFAULT_SCHEMA.items():
                 self.define_fields(sobject, fields)
             self.calls_by_kind.clear()
@@ -420,6 +433,25 @@ class SalesforceSandbox(Sandbox):
         with self._state:
             self._sessions.clear()
 
+    def expire_session_once(self) -> None:
+        """The next authenticated call finds its session expired (401 ``INVALID_SESSION_ID``), as a
+        session timing out in the middle of a run does; a new login works as usual."""
+        with self._state:
+            self._expire_once = True
+
+    def arm_run_events(self) -> list[str]:
+        """Once per run: the session expires under the next call."""
+        self.expire_session_once()
+        return ["expired_session"]
+
+    def fault_response(self, kind: str, request: Request) -> Response:
+        """Salesforce's bodies: REQUEST_LIMIT_EXCEEDED (403), UNKNOWN_EXCEPTION (500),
+        SERVER_UNAVAILABLE (503)."""
+        if kind == "throttle":
+            return _json(403, LIMIT_EXCEEDED, {"Retry-After": self.retry_after_header()})
+        status = 500 if kind == "server_error" else 503
+        return _json(status, _DEFAULT_FAULT_BODIES[status])
+
     def fail_next(
         self,
         status: int = 503,
@@ -520,7 +552,7 @@ class SalesforceSandbox(Sandbox):
                 )
             return response
 
-        self.route(method, pattern, serve)
+        self.route(method, pattern, serve, faults=auth)  # never a login or the version list
 
     def not_found(self, request: Request) -> Response:
         return _json(404, _errors("NOT_FOUND", NOT_FOUND_MESSAGE))
@@ -531,6 +563,11 @@ class SalesforceSandbox(Sandbox):
         over = False
         with self._state:
             valid = scheme.lower() in ("bearer", "oauth") and token.strip() in self._sessions
+            if valid and self._expire_once:
+                self._expire_once = False
+                self._sessions.clear()
+                self.faults_injected["expired_session"] += 1
+                valid = False
             if valid:
                 self.api_usage += 1
                 over = self.api_usage > self.api_limit

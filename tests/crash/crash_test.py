@@ -1,5 +1,5 @@
 """`make crash-test`: kill `billsync sync` with SIGKILL at random moments of a big push, restart it,
-and check that every invoice reached QuickBooks exactly once and no outbox row was lost.
+and check that every invoice reached QuickBooks and the ERP exactly once and no outbox row was lost.
 
 The sandboxes run in this process, so they (like the real services) outlive every kill.
 Usage: python -m tests.crash.crash_test [--kills 20] [--accounts 2600] [--orders 5200] [--seed 1]
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, func, select
 
+from connectors.nav.sandbox import NavSandbox
 from connectors.quickbooks.sandbox import QuickBooksSandbox
 from connectors.salesforce.sandbox import SalesforceSandbox
 from sync_engine.demo import seed_salesforce, write_workdir
@@ -44,9 +45,13 @@ def main() -> int:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="billsync-crash-"))
-    with SalesforceSandbox(cert_dir=workdir) as sf, QuickBooksSandbox(cert_dir=workdir) as qbo:
+    with (
+        SalesforceSandbox(cert_dir=workdir) as sf,
+        QuickBooksSandbox(cert_dir=workdir) as qbo,
+        NavSandbox(cert_dir=workdir) as erp,
+    ):
         seed_salesforce(sf, accounts=args.accounts, orders=args.orders, today=dt.datetime.now(dt.UTC).date())
-        config = write_workdir(workdir, sf, qbo)
+        config = write_workdir(workdir, sf, qbo, erp)
         started = time.monotonic()
         if sync(config, "pull", "bill").wait() != 0:
             print("crash-test: the pull/bill run failed", file=sys.stderr)
@@ -70,7 +75,7 @@ def main() -> int:
             process.wait()
             print(
                 f"crash-test: run {attempt + 1}: {'killed' if process.returncode == -9 else 'finished'}; "
-                f"QBO holds {qbo.count('Invoice')} invoices"
+                f"QBO holds {qbo.count('Invoice')} invoices, the ERP {erp.count('SalesInvoice')}"
             )
         final = sync(config, "push").wait()
         with engine.connect() as db:
@@ -82,16 +87,21 @@ def main() -> int:
         duplicates = sum(n - 1 for n in numbers.values() if n > 1)
         customers = Counter(str(c["DisplayName"]) for c in qbo.entities("Customer"))
         duplicate_customers = sum(n - 1 for n in customers.values() if n > 1)
+        erp_numbers = Counter(str(i["External_Document_No"]) for i in erp.records("SalesInvoice"))
+        erp_duplicates = sum(n - 1 for n in erp_numbers.values() if n > 1)
         ok = (
             final == 0
             and len(numbers) == invoices
             and duplicates == 0
             and duplicate_customers == 0
+            and len(erp_numbers) == invoices
+            and erp_duplicates == 0
             and open_rows == 0
         )
         print(
             f"crash-test: {kills} kills; invoices in billsync {invoices}, in QBO {sum(numbers.values())} "
-            f"({duplicates} duplicates); duplicate customers {duplicate_customers}; outbox rows not sent {open_rows}; "
+            f"({duplicates} duplicates); in the ERP {sum(erp_numbers.values())} ({erp_duplicates} duplicates); "
+            f"duplicate customers {duplicate_customers}; outbox rows not sent {open_rows}; "
             f"{'PASS' if ok else 'FAIL'} in {time.monotonic() - started:.0f} s"
         )
         engine.dispose()

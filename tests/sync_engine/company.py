@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from connectors.nav.sandbox import NavSandbox
 from connectors.quickbooks.sandbox import QuickBooksSandbox
 from connectors.salesforce.sandbox import SalesforceSandbox
 from sync_engine.demo import seed_salesforce, write_workdir
@@ -25,6 +26,7 @@ TODAY = dt.date(2026, 11, 25)
 class Company:
     sf: SalesforceSandbox
     qbo: QuickBooksSandbox
+    erp: NavSandbox
     runtime: Runtime
 
     def fresh_runtime(self) -> Runtime:
@@ -36,16 +38,23 @@ class Company:
     def qbo_invoice_numbers(self) -> Counter[str]:
         return Counter(str(inv["DocNumber"]) for inv in self.qbo.entities("Invoice"))
 
+    def erp_invoice_numbers(self) -> Counter[str]:
+        return Counter(str(inv["External_Document_No"]) for inv in self.erp.records("SalesInvoice"))
+
 
 @pytest.fixture
 def company(db_url: str, tmp_path: Path) -> Iterator[Company]:
-    with SalesforceSandbox(cert_dir=tmp_path) as sf, QuickBooksSandbox(cert_dir=tmp_path) as qbo:
+    with (
+        SalesforceSandbox(cert_dir=tmp_path) as sf,
+        QuickBooksSandbox(cert_dir=tmp_path) as qbo,
+        NavSandbox(cert_dir=tmp_path) as erp,
+    ):
         seed_salesforce(sf, accounts=40, orders=90, today=TODAY)
-        settings = load_settings(write_workdir(tmp_path, sf, qbo))
+        settings = load_settings(write_workdir(tmp_path, sf, qbo, erp))
         settings.database_url = db_url
         upgrade_database(db_url)
         runtime = Runtime(settings)
-        company = Company(sf, qbo, runtime)
+        company = Company(sf, qbo, erp, runtime)
         yield company
         company.runtime.close()
 

@@ -26,6 +26,8 @@ def test_a_cycle_puts_every_invoice_in_quickbooks_once_and_a_rerun_adds_nothing(
     assert created > 0
     numbers = company.qbo_invoice_numbers()
     assert sum(numbers.values()) == created and max(numbers.values()) == 1
+    erp = company.erp_invoice_numbers()
+    assert erp == numbers  # the ERP holds the same invoices, once each
     # the two accounts with an unsupported currency wait in the dead letters, with the reason
     letters = company.runtime.sessions().scalars(select(DeadLetter).where(DeadLetter.status == "open")).all()
     assert len(letters) == 2 and all("XTS" in letter.error for letter in letters)
@@ -65,10 +67,11 @@ def test_a_crash_after_quickbooks_accepted_a_batch_does_not_duplicate_on_restart
     monkeypatch.setattr(push_module, "_apply_results", real_apply)
 
     run_cycle(company.fresh_runtime(), as_of=TODAY, steps=("push",))
-    assert company.qbo.count("Customer") == 40
+    assert company.qbo.count("Customer") == 40 and company.erp.count("Customer") == 40
     numbers = company.qbo_invoice_numbers()
     assert numbers and max(numbers.values()) == 1
     assert sum(numbers.values()) == count(company.runtime, Invoice)
+    assert company.erp_invoice_numbers() == numbers
     assert count(company.runtime, OutboxItem, OutboxItem.status != "sent") == 0
 
 

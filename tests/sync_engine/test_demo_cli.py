@@ -33,7 +33,8 @@ def test_demo_pushes_every_invoice_once_and_a_second_run_pushes_nothing(tmp_path
     assert first["accounts_pulled"] >= 200 and first["orders_pulled"] >= 500
     assert first["invoices_in_quickbooks"] == first["invoices_created"] > 0
     assert first["duplicate_invoices_in_quickbooks"] == 0
-    assert set(first["api_calls"]) == {"salesforce", "quickbooks"}
+    assert set(first["api_calls"]) == {"salesforce", "quickbooks", "erp"}
+    assert first["invoices_in_erp"] == first["invoices_created"] and first["duplicate_invoices_in_erp"] == 0
     assert set(first["invoice_totals"]) == {"USD", "EUR"}
 
     # API budget: Salesforce one page per object (< 2,000 records each) + login;
@@ -50,3 +51,4 @@ def test_demo_pushes_every_invoice_once_and_a_second_run_pushes_nothing(tmp_path
     assert second["pushed_to_quickbooks"] == {}
     assert second["invoices_in_quickbooks"] == first["invoices_in_quickbooks"]
     assert second["duplicate_invoices_in_quickbooks"] == 0
+    assert second["invoices_in_erp"] == first["invoices_in_erp"] and second["pushed_to_erp"] == {}

@@ -19,6 +19,7 @@ from connectors.errors import (
     RecordError,
     RetryableError,
 )
+from connectors.retry import RetryPolicy
 from connectors.salesforce.client import SalesforceConnector, build_pull_query
 from tests.connectors.salesforce.conftest import fixture_json, fixture_text, make_settings
 
@@ -47,9 +48,12 @@ def rsps() -> responses.RequestsMock:
         yield mock
 
 
+NO_SLEEP = RetryPolicy(sleep=lambda seconds: None)
+
+
 @pytest.fixture
 def connector() -> SalesforceConnector:
-    return SalesforceConnector(make_settings())
+    return SalesforceConnector(make_settings(), retry=NO_SLEEP)
 
 
 # -- login ------------------------------------------------------------------------------------------
@@ -227,6 +231,43 @@ def test_a_session_that_stays_invalid_after_re_login_is_an_auth_error(rsps, conn
     with pytest.raises(AuthError) as caught:
         list(connector.pull("Account", ["Name"], None))
     assert caught.value.code == "INVALID_SESSION_ID"
+    logins = [call.request.url for call in rsps.calls].count(LOGIN)
+    assert logins == 2 and connector.logins == 2  # one re-login (simple-salesforce alone tries 3 more)
+
+
+def test_throttling_with_retry_after_is_waited_out_and_a_page_is_retried_alone(rsps):
+    waits: list[float] = []
+    connector = SalesforceConnector(make_settings(), retry=RetryPolicy(sleep=waits.append, jitter=0))
+    add_login(rsps)
+    rsps.add(
+        responses.GET, QUERY, json=fixture_json("restforce/sobject/query_paginated_first_page_response.json")
+    )
+    next_page = f"{INSTANCE}/services/data/v26.0/query/01gD"
+    limit = [{"message": "ConcurrentPerOrgLongTxn Limit exceeded", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+    rsps.add(responses.GET, next_page, status=403, json=limit, headers={"Retry-After": "4"})
+    rsps.add(responses.GET, next_page, status=503, json=[{"message": "x", "errorCode": "SERVER_UNAVAILABLE"}])
+    rsps.add(
+        responses.GET,
+        next_page,
+        json=fixture_json("restforce/sobject/query_paginated_last_page_response.json"),
+    )
+
+    pages = list(connector.pull_pages("Whizbang", ["Text_Label"], None))
+
+    assert pages == [[{"Text_Label": "First Page"}], [{"Text_Label": "Last Page"}]]
+    assert waits == [4.0, 2.0]  # Retry-After, then the second backoff step
+    assert [c.request.url.split("?")[0] for c in rsps.calls].count(QUERY) == 1  # page 1 not re-read
+
+
+def test_a_daily_limit_without_retry_after_backs_off_then_surfaces(rsps, connector):
+    add_login(rsps)
+    limit = [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+    rsps.add(responses.GET, QUERY, status=403, json=limit)
+
+    with pytest.raises(RateLimitedError) as caught:
+        list(connector.pull("Account", ["Name"], None))
+    assert caught.value.retry_after is None  # Salesforce gives no hint: the job layer decides
+    assert len(rsps.calls) == 1 + 3
 
 
 # -- error translation --------------------------------------------------------------------------------
@@ -427,6 +468,30 @@ def test_upsert_that_times_out_has_an_unknown_outcome(rsps, connector):
 
     with pytest.raises(OutcomeUnknownError):
         connector.upsert("Account", "AccountNumber", "A-1", {"Name": "Acme"})
+    assert len(rsps.calls) == 1 + 3  # idempotent by external id: resent, the same PATCH each time
+
+
+def test_upsert_timed_out_then_answered_is_a_success(rsps, connector):
+    add_login(rsps)
+    url = f"{SOBJECTS}/Account/AccountNumber/A-1"
+    rsps.add(responses.PATCH, url, body=requests.ReadTimeout("slow"))
+    rsps.add(
+        responses.PATCH, url, status=200, json={"id": "001x", "success": True, "errors": [], "created": False}
+    )
+
+    assert connector.upsert("Account", "AccountNumber", "A-1", {"Name": "Acme"})["id"] == "001x"
+    assert rsps.calls[1].request.body == rsps.calls[2].request.body
+
+
+def test_upsert_unanswered_then_refused_is_still_an_unknown_outcome(rsps, connector):
+    add_login(rsps)
+    url = f"{SOBJECTS}/Account/AccountNumber/A-1"
+    rsps.add(responses.PATCH, url, body=requests.ConnectionError("reset"))
+    rsps.add(responses.PATCH, url, status=403, json=[{"message": "no", "errorCode": "INSUFFICIENT_ACCESS"}])
+
+    with pytest.raises(OutcomeUnknownError) as caught:
+        connector.upsert("Account", "AccountNumber", "A-1", {"Name": "Acme"})
+    assert isinstance(caught.value.__cause__, FatalError)
 
 
 def test_upsert_refuses_floats_for_money(connector):

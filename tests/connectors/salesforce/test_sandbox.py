@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from connectors.errors import AuthError, FatalError, RateLimitedError, RecordError, RetryableError
+from connectors.retry import RetryPolicy
 from connectors.salesforce.client import SalesforceConnector
 from connectors.salesforce.sandbox import SalesforceSandbox
 from connectors.salesforce.soql import parse_datetime
@@ -49,7 +50,13 @@ def sf(shared_sandbox: SalesforceSandbox, clock: Clock) -> SalesforceSandbox:
     return shared_sandbox
 
 
-def connector_for(sf: SalesforceSandbox, **overrides: Any) -> SalesforceConnector:
+NO_SLEEP = RetryPolicy(sleep=lambda seconds: None)
+ONE_ATTEMPT = RetryPolicy(attempts=1)
+
+
+def connector_for(
+    sf: SalesforceSandbox, *, retry: RetryPolicy = NO_SLEEP, **overrides: Any
+) -> SalesforceConnector:
     values: dict[str, Any] = {
         "username": sf.username,
         "password": sf.password,
@@ -58,7 +65,7 @@ def connector_for(sf: SalesforceSandbox, **overrides: Any) -> SalesforceConnecto
         "ca_file": str(sf.cert_file),
     }
     values.update(overrides)
-    return SalesforceConnector(make_settings(**values))
+    return SalesforceConnector(make_settings(**values), retry=retry)
 
 
 def raw_session(sf: SalesforceSandbox) -> tuple[requests.Session, str]:
@@ -201,12 +208,16 @@ def test_get_of_a_missing_record_is_a_record_error(sf):
     ("status", "expected"), [(403, RateLimitedError), (503, RetryableError), (500, RetryableError)]
 )
 def test_injected_faults_are_translated(sf, status, expected):
-    connector = connector_for(sf)
+    connector = connector_for(sf, retry=ONE_ATTEMPT)
     sf.fail_next(status, kinds=["query"])
 
     with pytest.raises(expected):
         list(connector.pull("Account", ["Name"], None))
     assert list(connector.pull("Account", ["Name"], None)) == []  # the next call is fine
+
+    retrying = connector_for(sf)  # with the in-call retries the same fault is not even seen
+    sf.fail_next(status, kinds=["query"])
+    assert list(retrying.pull("Account", ["Name"], None)) == []
 
 
 def test_daily_api_limit_is_enforced(sf):
@@ -219,7 +230,7 @@ def test_daily_api_limit_is_enforced(sf):
 
 
 def test_a_slow_answer_times_out_as_retryable(sf):
-    connector = connector_for(sf, timeout_seconds=0.2)
+    connector = connector_for(sf, retry=ONE_ATTEMPT, timeout_seconds=0.2)
     connector.connect()
     sf.delay_next(0.5, kinds=["query"])
 

@@ -1,0 +1,143 @@
+"""One interface over the systems billsync writes to, so the dispatcher (push.py) knows no vendor.
+
+Each adapter turns a batch of :class:`Write` into per-item :class:`Outcome` and says how to find a
+record by a field (for writes whose outcome is unknown), how to re-read one, and which of its
+errors mean "the name exists already" and "your version is stale".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from connectors.errors import ConnectorError, RecordError
+from connectors.nav.client import NavConnector
+from connectors.nav.client import remote_identity as nav_identity
+from connectors.nav.errors import DuplicateRecordError, StaleRecordError
+from connectors.quickbooks.client import BatchItem, QuickBooksConnector
+from connectors.quickbooks.client import remote_identity as qbo_identity
+from connectors.quickbooks.errors import DuplicateNameError, StaleObjectError
+
+
+@dataclass(frozen=True)
+class Write:
+    key: str  # deterministic, from the outbox row: the idempotency key where the vendor has one
+    object: str
+    operation: Literal["create", "update"]
+    payload: Mapping[str, Any]
+    remote_id: str | None = None
+    remote_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    key: str
+    ok: bool
+    entity: dict[str, Any] | None
+    error: ConnectorError | None
+
+
+class Destination(Protocol):
+    duplicate_error: type[RecordError]
+    stale_error: type[RecordError]
+
+    @property
+    def api_calls(self) -> int: ...
+
+    def write(self, items: Sequence[Write]) -> list[Outcome]: ...
+
+    def find_by(self, obj: str, field: str, values: Collection[str]) -> dict[str, dict[str, Any]]: ...
+
+    def get(self, obj: str, remote_id: str) -> dict[str, Any]: ...
+
+    def identity(self, remote: Mapping[str, Any]) -> tuple[str, str]: ...
+
+
+class QuickBooksDestination:
+    """QBO: batches of 30 with bId = key and a deterministic requestid; sparse updates by SyncToken."""
+
+    duplicate_error: type[RecordError] = DuplicateNameError
+    stale_error: type[RecordError] = StaleObjectError
+
+    def __init__(self, connector: QuickBooksConnector) -> None:
+        self.connector = connector
+
+    @property
+    def api_calls(self) -> int:
+        return self.connector.api_calls
+
+    def write(self, items: Sequence[Write]) -> list[Outcome]:
+        batch = [
+            BatchItem(
+                key=w.key,
+                entity=w.object,
+                operation=w.operation,
+                payload=w.payload,
+                remote_id=w.remote_id,
+                remote_version=w.remote_version,
+            )
+            for w in items
+        ]
+        return [Outcome(r.key, r.ok, r.entity, r.error) for r in self.connector.batch(batch)]
+
+    def find_by(self, obj: str, field: str, values: Collection[str]) -> dict[str, dict[str, Any]]:
+        return self.connector.find_by(obj, field, values)
+
+    def get(self, obj: str, remote_id: str) -> dict[str, Any]:
+        return self.connector.get(obj, remote_id)
+
+    def identity(self, remote: Mapping[str, Any]) -> tuple[str, str]:
+        return qbo_identity(remote)
+
+
+class NavDestination:
+    """Dynamics NAV / Business Central pages: CreateMultiple per chunk, Update by the record's Key.
+
+    NAV writes carry no idempotency key, so the lookup of an unknown outcome by ``match_on`` is
+    the only protection against a duplicate; the dispatcher always does it.
+    """
+
+    duplicate_error: type[RecordError] = DuplicateRecordError
+    stale_error: type[RecordError] = StaleRecordError
+
+    def __init__(self, connector: NavConnector) -> None:
+        self.connector = connector
+
+    @property
+    def api_calls(self) -> int:
+        return self.connector.api_calls
+
+    def write(self, items: Sequence[Write]) -> list[Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        by_object: dict[str, list[Write]] = {}
+        for w in items:
+            if w.operation == "create":
+                by_object.setdefault(w.object, []).append(w)
+        for obj, creates in by_object.items():
+            results = self.connector.create_batch(obj, [dict(w.payload) for w in creates])
+            for w, result in zip(creates, results, strict=True):
+                outcomes[w.key] = Outcome(w.key, result.ok, result.record, result.error)
+        for w in items:
+            if w.operation != "update":
+                continue
+            try:
+                record = self.connector.update(
+                    w.object, {**w.payload, "Key": w.remote_version, "No": w.remote_id}
+                )
+                outcomes[w.key] = Outcome(w.key, True, record, None)
+            except ConnectorError as exc:
+                outcomes[w.key] = Outcome(w.key, False, None, exc)
+        return [outcomes[w.key] for w in items]
+
+    def find_by(self, obj: str, field: str, values: Collection[str]) -> dict[str, dict[str, Any]]:
+        return self.connector.find_by(obj, field, values)
+
+    def get(self, obj: str, remote_id: str) -> dict[str, Any]:
+        record = self.connector.read(obj, remote_id)
+        if record is None:
+            raise RecordError(f"{obj} {remote_id} does not exist in NAV", system="nav")
+        return record
+
+    def identity(self, remote: Mapping[str, Any]) -> tuple[str, str]:
+        return nav_identity(remote)
