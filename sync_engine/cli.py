@@ -120,8 +120,10 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
     accounts: int = typer.Option(240, min=1, help="accounts in the seeded company"),
     orders: int = typer.Option(520, min=1, help="orders in the seeded company"),
+    faults: float = typer.Option(0.0, min=0.0, max=0.5, help="share of API calls answered with a fault"),
+    seed: int | None = typer.Option(None, help="seed of the fault injection, for a repeatable run"),
 ) -> None:
-    """Run pull -> bill -> push against local Salesforce and QuickBooks sandboxes and summarise."""
+    """Run pull -> bill -> push against local Salesforce, QuickBooks and ERP sandboxes and summarise."""
     import json
 
     from rich.console import Console
@@ -130,12 +132,14 @@ def demo(
     from sync_engine.progress import RichProgress
 
     if as_json:
-        summary = run_demo(workdir=workdir, accounts=accounts, orders=orders)
+        summary = run_demo(workdir=workdir, accounts=accounts, orders=orders, faults=faults, seed=seed)
         typer.echo(json.dumps(summary, indent=None, sort_keys=False))
         return
     console = Console()
     with RichProgress(console) as progress:
-        summary = run_demo(workdir=workdir, accounts=accounts, orders=orders, progress=progress)
+        summary = run_demo(
+            workdir=workdir, accounts=accounts, orders=orders, progress=progress, faults=faults, seed=seed
+        )
     _print_summary(console, summary)
 
 
@@ -206,34 +210,50 @@ def sandbox(
     ),
     accounts: int = typer.Option(240, min=1),
     orders: int = typer.Option(520, min=1),
+    faults: float = typer.Option(0.0, min=0.0, max=0.5, help="share of API calls answered with a fault"),
+    seed: int | None = typer.Option(None, help="seed of the fault injection"),
 ) -> None:
-    """Run the Salesforce and QuickBooks Online sandboxes in the foreground (Ctrl-C stops them).
+    """Run the Salesforce, QuickBooks Online and NAV ERP sandboxes in the foreground (Ctrl-C stops them).
 
     Writes WORKDIR/billsync.yaml pointing at them, so `billsync sync -c WORKDIR/billsync.yaml` works.
+    With --faults, an expired session, an expired token and a stale version are armed every minute.
     """
     import datetime as dt
     import time
 
+    from connectors.nav.sandbox import NavSandbox
     from connectors.quickbooks.sandbox import QuickBooksSandbox
     from connectors.salesforce.sandbox import SalesforceSandbox
-    from sync_engine.demo import seed_salesforce, write_workdir
+    from sync_engine.demo import FAULT_DELAY, FAULT_TIMEOUT, seed_salesforce, write_workdir
 
     workdir = workdir.resolve()
-    (workdir / "sandbox").mkdir(parents=True, exist_ok=True)
+    certs = workdir / "sandbox"
+    certs.mkdir(parents=True, exist_ok=True)
+    options: dict[str, object] = (
+        {"faults": faults, "seed": seed, "fault_delay": FAULT_DELAY} if faults else {}
+    )
     with (
-        SalesforceSandbox(cert_dir=workdir / "sandbox") as sf,
-        QuickBooksSandbox(cert_dir=workdir / "sandbox") as qbo,
+        SalesforceSandbox(cert_dir=certs, **options) as sf,  # type: ignore[arg-type]
+        QuickBooksSandbox(cert_dir=certs, **options) as qbo,  # type: ignore[arg-type]
+        NavSandbox(cert_dir=certs, **options) as erp,  # type: ignore[arg-type]
     ):
         seed_salesforce(sf, accounts=accounts, orders=orders, today=dt.datetime.now(dt.UTC).date())
-        config = write_workdir(workdir, sf, qbo)
+        config = write_workdir(workdir, sf, qbo, erp, timeout_seconds=FAULT_TIMEOUT if faults else None)
         typer.echo(f"Salesforce sandbox:  {sf.base_url}  (user {sf.username})")
         typer.echo(f"QuickBooks sandbox:  {qbo.base_url}  (company {qbo.realm_id})")
-        typer.echo(f"certificate:         {sf.cert_file}")
+        typer.echo(f"NAV ERP sandbox:     {erp.company_url}")
+        typer.echo(f"certificates:        {certs}")
         typer.echo(f"settings:            {config}  (secrets in {workdir / 'secrets'})")
+        typer.echo(
+            f"faults:              {faults:.0%} of API calls" if faults else "faults:              none"
+        )
         typer.echo("Ctrl-C to stop.")
         try:
             while True:
-                time.sleep(3600)
+                if faults:
+                    for box in (sf, qbo, erp):
+                        box.arm_run_events()
+                time.sleep(60)
         except KeyboardInterrupt:
             typer.echo("stopped")
 

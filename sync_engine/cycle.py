@@ -7,11 +7,12 @@ reported through a small callback interface so the CLI can draw bars and the dae
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from connectors.errors import RetryableError
 from sync_engine.invoicing import BillResult, run_billing
 from sync_engine.pull import PullResult, pull_stream
 from sync_engine.push import PushResult, push_destination
@@ -38,6 +39,23 @@ class CycleResult:
     pulls: list[PullResult] = field(default_factory=list)
     bill: BillResult | None = None
     pushes: list[PushResult] = field(default_factory=list)
+    #: streams / destinations that hit a transient failure: left for the next run, the rest went on
+    retry_later: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def unfinished(self) -> bool:
+        """True when the next run has work this one could not finish (transient failures)."""
+        return bool(self.retry_later) or any(p.retry_later or p.deferred for p in self.pushes)
+
+
+@contextmanager
+def _transient(result: CycleResult, name: str) -> Iterator[None]:
+    """A stream or destination whose vendor stays unavailable past the in-call retries is left for
+    the next run (its cursor / outbox keep its place); the other streams and steps go on."""
+    try:
+        yield
+    except RetryableError as exc:
+        result.retry_later[name] = str(exc)
 
 
 def run_cycle(

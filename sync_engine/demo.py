@@ -20,6 +20,7 @@ import yaml
 
 from connectors.nav.sandbox import NavSandbox
 from connectors.quickbooks.sandbox import QuickBooksSandbox
+from connectors.retry import RetryPolicy
 from connectors.salesforce.sandbox import SalesforceSandbox
 from sync_engine.cycle import CycleResult, Progress, run_cycle
 from sync_engine.demo_data import build_demo_company, resolve_placeholders
@@ -30,6 +31,8 @@ from sync_engine.store.models import DeadLetter
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
 SF_STATE, QBO_STATE, ERP_STATE = "salesforce.json", "quickbooks.json", "erp.json"
+FAULT_DELAY, FAULT_TIMEOUT = 2.0, 1.0  # an injected stall lasts longer than the clients wait
+MAX_DEMO_RUNS = 5
 
 
 def seed_salesforce(sandbox: SalesforceSandbox, *, accounts: int, orders: int, today: dt.date) -> int:
@@ -48,7 +51,12 @@ def _write_secret(path: Path, value: str) -> str:
 
 
 def write_workdir(
-    workdir: Path, sf: SalesforceSandbox, qbo: QuickBooksSandbox, nav: NavSandbox | None = None
+    workdir: Path,
+    sf: SalesforceSandbox,
+    qbo: QuickBooksSandbox,
+    nav: NavSandbox | None = None,
+    *,
+    timeout_seconds: float | None = None,
 ) -> Path:
     """``billsync.yaml`` pointing at the running sandboxes; secrets live in ``secrets/``, not in YAML."""
     secrets = workdir / "secrets"
@@ -129,6 +137,11 @@ def write_workdir(
                 "mappings": {"customer": "builtin:nav/customer.out", "invoice": "builtin:nav/invoice.out"},
             }
         )
+    if timeout_seconds is not None:  # shorter than the sandboxes' injected stalls, so they time out
+        for connection in config["connections"].values():
+            connection["timeout_seconds"] = timeout_seconds
+            if connection["type"] == "nav":
+                connection["operation_timeout_seconds"] = timeout_seconds
     path = workdir / "billsync.yaml"
     header = "# Written by `billsync demo`; the sandboxes' addresses change on every run.\n"
     path.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -160,16 +173,24 @@ def run_demo(
     orders: int = 520,
     today: dt.date | None = None,
     progress: Progress | None = None,
+    faults: float = 0.0,
+    seed: int | None = None,
 ) -> dict[str, Any]:
+    """``faults``: the share of API calls each sandbox answers with a fault (429, 5xx, a stall, a
+    dropped connection), plus an expired session, an expired token and a stale version once per
+    run; the run must still deliver every invoice exactly once."""
     today = today or dt.datetime.now(dt.UTC).date()
     workdir = (workdir or Path(tempfile.mkdtemp(prefix="billsync-demo-"))).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     state_dir = workdir / "sandbox"
     state_dir.mkdir(exist_ok=True)
 
-    sf = SalesforceSandbox(cert_dir=state_dir)
-    qbo = QuickBooksSandbox(cert_dir=state_dir)
-    erp = NavSandbox(cert_dir=state_dir)
+    fault_options: dict[str, Any] = (
+        {"faults": faults, "seed": seed, "fault_delay": FAULT_DELAY} if faults else {}
+    )
+    sf = SalesforceSandbox(cert_dir=state_dir, **fault_options)
+    qbo = QuickBooksSandbox(cert_dir=state_dir, **fault_options)
+    erp = NavSandbox(cert_dir=state_dir, **fault_options)
     reused = (state_dir / SF_STATE).exists()
     with sf, qbo, erp:
         if reused:
@@ -181,12 +202,20 @@ def run_demo(
             seed_salesforce(sf, accounts=accounts, orders=orders, today=today)
         for sandbox in (sf, qbo, erp):
             sandbox.reset_counters()
-        config_path = write_workdir(workdir, sf, qbo, erp)
+        config_path = write_workdir(workdir, sf, qbo, erp, timeout_seconds=FAULT_TIMEOUT if faults else None)
         settings = load_settings(config_path)
         upgrade_database(settings.database_url)
-        runtime = Runtime(settings)
+        runtime = Runtime(
+            settings, retry=RetryPolicy(attempts=5, backoff=0.2, max_wait=5.0) if faults else None
+        )
         try:
+            for sandbox in (sf, qbo, erp) if faults else ():
+                sandbox.arm_run_events()
             cycle = run_cycle(runtime, as_of=today, progress=progress)
+            runs = 1
+            while cycle.unfinished and runs < MAX_DEMO_RUNS:  # what the daemon's next run would do
+                runs += 1
+                cycle = merge(cycle, run_cycle(runtime, as_of=today, progress=progress))
             calls = {"salesforce": sf.calls, "quickbooks": qbo.calls, "erp": erp.calls}
             quickbooks_calls = dict(qbo.calls_by_route)
             in_qbo, duplicates = count_invoices_in_quickbooks(runtime, "quickbooks")
@@ -202,7 +231,46 @@ def run_demo(
     summary["invoices_in_erp"] = in_erp
     summary["duplicate_invoices_in_erp"] = erp_duplicates
     summary["pushed_to_erp"] = dict(cycle.pushes[1].sent) if len(cycle.pushes) > 1 else {}
+    summary["runs"] = runs
+    summary["left_for_next_run"] = cycle.retry_later
+    if faults:
+        summary["faults_injected"] = {
+            "salesforce": dict(sf.faults_injected),
+            "quickbooks": dict(qbo.faults_injected),
+            "erp": dict(erp.faults_injected),
+        }
     return summary
+
+
+def merge(first: CycleResult, second: CycleResult) -> CycleResult:
+    """Counts of two runs of the demo's cycle, as one summary."""
+    pulls = {p.stream: p for p in first.pulls}
+    for p in second.pulls:
+        earlier = pulls.get(p.stream)
+        if earlier is None:
+            pulls[p.stream] = p
+        else:
+            earlier.read += p.read
+            earlier.written += p.written
+    bill = first.bill
+    if bill is not None and second.bill is not None:
+        bill.invoices_created += second.bill.invoices_created
+        for code, amount in second.bill.totals.items():
+            bill.totals[code] = bill.totals.get(code, amount * 0) + amount
+    pushes = {push.destination: push for push in first.pushes}
+    for push in second.pushes:
+        before = pushes.get(push.destination)
+        if before is None:
+            pushes[push.destination] = push
+        else:
+            for entity, n in push.sent.items():
+                before.sent[entity] = before.sent.get(entity, 0) + n
+    merged = CycleResult(list(pulls.values()), bill or second.bill, list(pushes.values()), second.retry_later)
+    for push in merged.pushes:  # what is left is what the last run left
+        last = next((p for p in second.pushes if p.destination == push.destination), None)
+        push.retry_later = last.retry_later if last else 0
+        push.deferred = last.deferred if last else 0
+    return merged
 
 
 def summarise(

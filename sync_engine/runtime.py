@@ -20,6 +20,7 @@ from connectors.nav.client import NavConnector
 from connectors.nav.settings import NavSettings
 from connectors.quickbooks.client import QuickBooksConnector
 from connectors.quickbooks.settings import QuickBooksSettings
+from connectors.retry import RetryPolicy
 from connectors.salesforce.client import SalesforceConnector
 from connectors.salesforce.settings import SalesforceSettings
 from mappings.spec import MappingSpec, load_spec
@@ -35,8 +36,10 @@ class StopRequested(Exception):
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, retry: RetryPolicy | None = None) -> None:
+        """``retry``: the in-call retry policy of every connector (their defaults when None)."""
         self.settings = settings
+        self.retry = retry
         self.stop_event = threading.Event()
         self.engine = make_engine(settings.database_url)
         self.sessions = session_factory(self.engine)
@@ -86,7 +89,7 @@ class Runtime:
         if name not in self._connectors:
             settings = self.settings.connections[name]
             assert isinstance(settings, SalesforceSettings), f"connection {name} is not Salesforce"
-            self._connectors[name] = SalesforceConnector(settings)
+            self._connectors[name] = SalesforceConnector(settings, retry=self.retry)
         connector: SalesforceConnector = self._connectors[name]
         return connector
 
@@ -94,7 +97,9 @@ class Runtime:
         if name not in self._connectors:
             settings = self.settings.connections[name]
             assert isinstance(settings, QuickBooksSettings), f"connection {name} is not QuickBooks Online"
-            self._connectors[name] = QuickBooksConnector(settings, DbTokenStore(self.sessions, name))
+            self._connectors[name] = QuickBooksConnector(
+                settings, DbTokenStore(self.sessions, name), retry=self.retry
+            )
         connector: QuickBooksConnector = self._connectors[name]
         return connector
 
@@ -102,7 +107,7 @@ class Runtime:
         if name not in self._connectors:
             settings = self.settings.connections[name]
             assert isinstance(settings, NavSettings), f"connection {name} is not a NAV / Business Central one"
-            self._connectors[name] = NavConnector(settings)
+            self._connectors[name] = NavConnector(settings, retry=self.retry)
         connector: NavConnector = self._connectors[name]
         return connector
 

@@ -52,3 +52,19 @@ def test_demo_pushes_every_invoice_once_and_a_second_run_pushes_nothing(tmp_path
     assert second["invoices_in_quickbooks"] == first["invoices_in_quickbooks"]
     assert second["duplicate_invoices_in_quickbooks"] == 0
     assert second["invoices_in_erp"] == first["invoices_in_erp"] and second["pushed_to_erp"] == {}
+
+
+def test_demo_with_faults_still_delivers_every_invoice_once_to_both_systems(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(BILLSYNC), "demo", "--json", "--faults", "0.1", "--seed", "5", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["invoices_in_quickbooks"] == summary["invoices_in_erp"] == summary["invoices_created"] > 0
+    assert summary["duplicate_invoices_in_quickbooks"] == summary["duplicate_invoices_in_erp"] == 0
+    assert summary["dead_letters"] == 2  # the two accounts the demo data makes invalid on purpose
+    assert sum(sum(kinds.values()) for kinds in summary["faults_injected"].values()) > 0
