@@ -344,6 +344,36 @@ class _Compiler:
         for name in sorted(schema.required - self.declared):
             self.problem(("fields",), name, f"{system} requires {obj}.{name} on create, and it is not mapped")
 
+    def check_vendor_type(
+        self, rule: Rule, obj: str, kind: str | None, choices: tuple[str, ...] | None
+    ) -> None:
+        """A cast, constant or mapped value that the vendor's published type refuses is a spec error."""
+        where = ("fields", rule.target)
+        if kind is not None and rule.cast is not None and rule.cast != kind:
+            self.problem(
+                (*where, "cast"),
+                rule.target,
+                f"cast {rule.cast}, but {obj}.{rule.target} is a {kind}",
+                f"cast: {kind}",
+            )
+        if choices is None:
+            return
+        written = []
+        if rule.source == "const":
+            written.append(rule.arg)
+        if rule.value_map is not None:
+            written.extend(rule.value_map.values())
+            if rule.has_fallback:
+                written.append(rule.fallback)
+        for value in written:
+            if value is not None and str(value) not in choices:
+                self.problem(
+                    where,
+                    rule.target,
+                    f"{value!r} is not a value {obj}.{rule.target} accepts",
+                    ", ".join(choices),
+                )
+
     def check_type(self, rule: Rule, entity: str, annotation: Any) -> None:
         """A constant, a default or a cast that can never fit the canonical field is a spec error."""
         kind = scalar_kind(annotation)

@@ -7,6 +7,7 @@ errors mean "the name exists already" and "your version is stale".
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -18,6 +19,15 @@ from connectors.nav.errors import DuplicateRecordError, StaleRecordError
 from connectors.quickbooks.client import BatchItem, QuickBooksConnector
 from connectors.quickbooks.client import remote_identity as qbo_identity
 from connectors.quickbooks.errors import DuplicateNameError, StaleObjectError
+
+#: The NAV codeunit operation that records an invoice's payment status (not a page).
+PAYMENT_STATUS = "PaymentStatus"
+
+
+def _date_or_none(value: Any) -> dt.date | None:
+    if value in (None, ""):
+        return None
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
 @dataclass(frozen=True)
@@ -112,14 +122,16 @@ class NavDestination:
         outcomes: dict[str, Outcome] = {}
         by_object: dict[str, list[Write]] = {}
         for w in items:
-            if w.operation == "create":
+            if w.object == PAYMENT_STATUS:
+                outcomes[w.key] = self._payment_status(w)
+            elif w.operation == "create":
                 by_object.setdefault(w.object, []).append(w)
         for obj, creates in by_object.items():
             results = self.connector.create_batch(obj, [dict(w.payload) for w in creates])
             for w, result in zip(creates, results, strict=True):
                 outcomes[w.key] = Outcome(w.key, result.ok, result.record, result.error)
         for w in items:
-            if w.operation != "update":
+            if w.operation != "update" or w.object == PAYMENT_STATUS:
                 continue
             try:
                 record = self.connector.update(
@@ -130,7 +142,25 @@ class NavDestination:
                 outcomes[w.key] = Outcome(w.key, False, None, exc)
         return [outcomes[w.key] for w in items]
 
+    def _payment_status(self, w: Write) -> Outcome:
+        """The codeunit call; idempotent in NAV by (invoice, status), so a resend is harmless."""
+        p = w.payload
+        try:
+            self.connector.record_payment_status(
+                str(p["invoiceNo"]),
+                str(p["status"]),
+                p["amountPaid"],
+                p["amountDue"],
+                str(p["currencyCode"]),
+                _date_or_none(p.get("paidOn")),
+            )
+        except ConnectorError as exc:
+            return Outcome(w.key, False, None, exc)
+        return Outcome(w.key, True, {"No": p["invoiceNo"], "Key": f"{p['status']}"}, None)
+
     def find_by(self, obj: str, field: str, values: Collection[str]) -> dict[str, dict[str, Any]]:
+        if obj == PAYMENT_STATUS:
+            return {}  # nothing to look up: resending a status records it at most once
         return self.connector.find_by(obj, field, values)
 
     def get(self, obj: str, remote_id: str) -> dict[str, Any]:

@@ -24,13 +24,14 @@ from mappings.engine import Mapper, MappingError
 from sync_engine.bindings import BindingLookups, bind, bindings_by_canonical, payload_hash
 from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
 from sync_engine.destinations import Destination, Outcome, Write
+from sync_engine.invoice_status import invoice_status_document
 from sync_engine.invoicing import invoice_document
 from sync_engine.outbox import enqueue
 from sync_engine.runtime import Runtime, StopRequested
 from sync_engine.settings import DestinationSettings
 from sync_engine.store.models import CanonicalRecord, Invoice, OutboxItem, SyncRun, utcnow
 
-ORDER = ("customer", "product", "invoice")
+ORDER = ("customer", "product", "invoice", "invoice_status")
 
 
 @dataclass
@@ -380,6 +381,9 @@ def _documents(session: Any, entity: str, ids: list[str]) -> dict[str, dict[str,
         }
         invoices = session.scalars(select(Invoice).where(Invoice.id.in_(ids)))
         return {inv.id: invoice_document(inv, products) for inv in invoices}
+    if entity == "invoice_status":
+        invoices = session.scalars(select(Invoice).where(Invoice.id.in_(ids)))
+        return {inv.id: invoice_status_document(inv) for inv in invoices}
     rows = session.execute(
         select(CanonicalRecord.id, CanonicalRecord.data).where(CanonicalRecord.id.in_(ids))
     )

@@ -157,3 +157,20 @@ def test_preview_can_read_live_records_from_quickbooks_too(company: Company, tmp
     rows = preview_records(spec, records)
     names = {c["DisplayName"] for c in company.qbo.entities("Customer")}
     assert len(rows) == 7 and all(row.output and row.output["name"] in names for row in rows)
+
+
+def test_outbound_specs_are_checked_against_the_erp_wsdl_types_and_enumerations() -> None:
+    text = (
+        "billsync_mapping: 1\nsystem: nav\nobject: PaymentStatus\nentity: invoice_status\ndirection: outbound\n"
+        "match_on: invoiceNo\nfields:\n  invoiceNo: number\n  status: {from: status, map: {paid: Settled}}\n"
+        "  currencyCode: currency\n  amountPaid: {from: amount_paid, cast: date}\n  amountDue: amount_due\n"
+    )
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text, "status.yaml", schema_for)
+    messages = [str(p) for p in caught.value.problems]
+    assert any(
+        "'Settled' is not a value PaymentStatus.status accepts" in m and "Partially Paid" in m
+        for m in messages
+    )
+    assert any("cast date, but PaymentStatus.amountPaid is a decimal" in m for m in messages)
+    assert len(messages) == 2
