@@ -341,6 +341,8 @@ class _Compiler:
                 self.problem(
                     ("fields", rule.target), rule.target, f"{obj} has no field {head!r}{hint}", allowed
                 )
+            elif "." not in rule.target:
+                self.check_vendor_type(rule, obj, schema.kinds.get(head), schema.enums.get(head))
         for name in sorted(schema.required - self.declared):
             self.problem(("fields",), name, f"{system} requires {obj}.{name} on create, and it is not mapped")
 
