@@ -2,8 +2,7 @@
 
 Entry points: ``generate`` (what is due and not yet billed), ``billing.scenario`` (pricing scenarios
 for ``billsync billing preview``), ``billing.lifecycle`` (invoice statuses, credit notes) and
-``explain`` (how a line's amount came about). ``billing_run`` is the foundation's orders-only path,
-kept until the sync engine has switched to ``generate``.
+``explain`` (how a line's amount came about).
 
 Other layers import from here; ``mappings`` should import only the value types (``billing.money``,
 ``billing.model``), as the import-linter contracts in pyproject.toml require.
@@ -37,16 +36,13 @@ from billing.lifecycle import (
 from billing.model import Customer, Invoice, InvoiceLine, Order, OrderLine, TaxLine
 from billing.money import CURRENCIES, Currency, CurrencyMismatchError, Money, UnknownCurrencyError
 from billing.numbering import NumberSeries
-from billing.periods import Cycle, Fraction, cycle_for, prorate
+from billing.periods import Cycle, Fraction, add_months, cycle_for, prorate
 from billing.pricing import PriceBook, PriceSpec, Tier, UsageRecord
-from billing.run import BillingProblem, BillingResult, add_months, billing_run
 from billing.tax import TaxRate, TaxTable
 
 __all__ = [
     "CURRENCIES",
     "BillingModel",
-    "BillingProblem",
-    "BillingResult",
     "BillingSettings",
     "Catalog",
     "CatalogError",
@@ -84,7 +80,6 @@ __all__ = [
     "UnknownProductError",
     "UsageRecord",
     "add_months",
-    "billing_run",
     "credit_note",
     "cycle_for",
     "explain",

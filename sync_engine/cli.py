@@ -529,3 +529,40 @@ def billing_preview(
     from sync_engine.billing_preview import preview_command
 
     raise typer.Exit(preview_command(scenario, as_json))
+
+
+invoices_app = typer.Typer(
+    help="Finalised invoices: explain each amount, export the document.", no_args_is_help=True
+)
+app.add_typer(invoices_app, name="invoices")
+
+
+@invoices_app.command("explain")
+def invoices_explain(number: str, config: Path = ConfigOption) -> None:
+    """How every amount of invoice NUMBER came about: price, period, quantity, tiers, proration, rounding."""
+    from sync_engine.invoice_tools import InvoiceNotFoundError, explain_invoice
+
+    try:
+        typer.echo(explain_invoice(_runtime(config), number), nl=False)
+    except InvoiceNotFoundError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@invoices_app.command("pdf")
+def invoices_pdf(
+    number: str,
+    out: Path | None = typer.Option(None, "--out", help="a file, or a folder for NUMBER.pdf (default: here)"),
+    as_json: bool = typer.Option(False, "--json", help="write the invoice's data as JSON instead of a PDF"),
+    config: Path = ConfigOption,
+) -> None:
+    """Write invoice NUMBER as a PDF (or its data as JSON)."""
+    from sync_engine.invoice_docs import PdfUnavailableError
+    from sync_engine.invoice_tools import InvoiceNotFoundError, export_invoice
+
+    try:
+        path = export_invoice(_runtime(config), number, "json" if as_json else "pdf", out)
+    except (InvoiceNotFoundError, PdfUnavailableError) as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(str(path))

@@ -1,35 +1,68 @@
 """The billing run as a pipeline step: canonical orders -> missing invoices -> finalised invoices.
 
-``billing.billing_run`` decides what is missing (it is pure and re-runnable); this step feeds it the
-stored records and, per invoice, in one transaction: stores it, assigns the next gapless number of
-its series, and queues it in the outbox for every destination. A crash between invoices loses
-nothing: the next run finds the remaining lines still unbilled. ``invoice_lines.source_key`` is
-unique, so a line can never be billed twice, even by two runs at once.
+``billing.generate`` decides what is missing (it is pure and re-runnable); this step feeds it the
+stored records and finalises its drafts in chunks: per chunk, in one transaction, each invoice takes
+the next gapless number of its series (``billing.finalize``), is stored with its lines, discounts,
+taxes and explanations, and is queued in the outbox for every destination. A crash between chunks
+loses nothing: the next run finds the remaining charges still unbilled. ``invoice_lines.source_key``
+is unique, so a charge can never be billed twice, even by two runs at once.
+
+Everything a run finds for a customer and currency goes on one invoice dated ``as_of``
+(``grouping="customer"``, Kill Bill's catch-up invoice), as the foundation's billing did.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Final, cast
 
 from sqlalchemy import select
 
-from billing import Customer, NumberSeries, Order, OrderLine, billing_run
-from billing import Invoice as DraftInvoice
+from billing import (
+    BillingSettings,
+    Currency,
+    Customer,
+    Explanation,
+    Money,
+    NumberSeries,
+    Order,
+    OrderLine,
+    PriceBook,
+    Problem,
+    TaxLine,
+    finalize,
+    generate,
+)
+from billing import Invoice as BillingInvoice
+from billing import InvoiceLine as BillingLine
+from billing.model import INVOICE_STATUSES, InvoiceStatus
 from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
+from sync_engine.invoice_status import STATUS_ENTITY
 from sync_engine.outbox import enqueue
 from sync_engine.runtime import Runtime, StopRequested
-from sync_engine.store.models import CanonicalRecord, DeadLetter, Invoice, InvoiceLine, SyncRun, utcnow
+from sync_engine.store.models import (
+    CanonicalRecord,
+    DeadLetter,
+    Invoice,
+    InvoiceLine,
+    InvoiceTaxLine,
+    SyncRun,
+    utcnow,
+)
 from sync_engine.store.sequences import next_number
+from sync_engine.store.types import MONEY_SCALE
 
 BILLING_STREAM = "billing"
 #: Invoices finalised per transaction: one commit (one fsync) per chunk instead of per invoice; a
 #: crash rolls the chunk back whole, numbers included, so the series stays gapless.
 FINALISE_CHUNK = 100
+#: How the sync engine bills: one catch-up invoice per customer and currency per run.
+ENGINE_SETTINGS: Final = BillingSettings(grouping="customer")
+_STORED: Final = Decimal(1).scaleb(-MONEY_SCALE)
 
 
 @dataclass
@@ -48,13 +81,23 @@ def _records(session: Any, entity: str) -> dict[str, dict[str, Any]]:
     return {row.id: row.data for row in rows}
 
 
+def _trim(value: Decimal) -> Decimal:
+    """Without trailing zeros and without an exponent (``1.0`` -> 1, ``20.000000`` -> 20).
+
+    The CRM sends ``1.0`` and storage pads to six places; explanations should read ``2 x 49``.
+    """
+    return Decimal(f"{value.normalize():f}")
+
+
 def billing_inputs(session: Any, default_terms: int) -> tuple[list[Order], dict[str, Customer]]:
     """Build the billing module's plain inputs from the canonical records."""
     customers = {
         cid: Customer(
             id=cid,
             currency=data["currency"],
-            payment_terms_days=data.get("payment_terms_days", default_terms),
+            payment_terms_days=(
+                default_terms if data.get("payment_terms_days") is None else int(data["payment_terms_days"])
+            ),
         )
         for cid, data in _records(session, "customer").items()
     }
@@ -66,8 +109,8 @@ def billing_inputs(session: Any, default_terms: int) -> tuple[list[Order], dict[
             OrderLine(
                 id=line_id,
                 product_code=product["code"] if product else f"(unknown product {data['product_id']})",
-                quantity=Decimal(data["quantity"]),
-                unit_price=Decimal(data["unit_price"]) if data.get("unit_price") is not None else None,
+                quantity=_trim(Decimal(data["quantity"])),
+                unit_price=_trim(Decimal(data["unit_price"])) if data.get("unit_price") is not None else None,
                 description=data.get("description") or (product["name"] if product else None),
             )
         )
@@ -86,49 +129,80 @@ def billing_inputs(session: Any, default_terms: int) -> tuple[list[Order], dict[
     return orders, customers
 
 
+def _letter_ids(orders: Iterable[Order]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Problem subject -> (dead-letter external id, payload).
+
+    The engine names what it could not bill (``order O``, ``order O line L``, and ``subscription L``
+    for a recurring line); the letters keep the canonical ids ``O`` and ``O/L`` they had before the
+    engine existed, so letters already open in a database are still found and resolved, and support
+    staff see which order to fix.
+    """
+    ids: dict[str, tuple[str, dict[str, Any]]] = {}
+    for order in orders:
+        ids[f"order {order.id}"] = (order.id, {"order_id": order.id, "line_id": None})
+        for line in order.lines:
+            letter = (f"{order.id}/{line.id}", {"order_id": order.id, "line_id": line.id})
+            ids[f"order {order.id} line {line.id}"] = letter
+            ids[f"subscription {line.id}"] = letter
+    return ids
+
+
+def _record_problems(session: Any, problems: list[Problem], orders: list[Order]) -> None:
+    """Open (or bump) a dead letter per problem; close the letters whose problem is gone."""
+    known = _letter_ids(orders)
+    letters: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for problem in problems:
+        external_id, payload = known.get(problem.subject, (problem.subject, {}))
+        entry = letters.setdefault(external_id, ({**payload, "subject": problem.subject}, []))
+        entry[1].append(problem.message)
+    for external_id, (payload, messages) in letters.items():
+        record_dead_letter(
+            session,
+            stream=BILLING_STREAM,
+            system="billsync",
+            entity="order",
+            external_id=external_id,
+            payload=payload,
+            error="; ".join(messages),
+            error_type="BillingProblem",
+        )
+    # a problem that is gone (the product was added to the catalog...) closes its dead letter
+    fixed = [
+        letter.external_id
+        for letter in session.scalars(
+            select(DeadLetter).where(
+                DeadLetter.stream == BILLING_STREAM, DeadLetter.status.in_(("open", "replayed"))
+            )
+        )
+        if letter.external_id not in letters and letter.external_id is not None
+    ]
+    resolve_dead_letters(session, stream=BILLING_STREAM, entity="order", external_ids=fixed)
+
+
 def run_billing(
     runtime: Runtime, as_of: dt.date, progress: Callable[[int], None] | None = None
 ) -> BillResult:
     settings = runtime.settings.billing
     series = NumberSeries(name=settings.series, prefix=settings.number_prefix, width=settings.number_width)
     destinations = [d.name for d in runtime.settings.destinations if "invoice" in d.mappings]
+    status_destinations = [d.name for d in runtime.settings.destinations if STATUS_ENTITY in d.mappings]
+    prices = PriceBook.from_catalog(runtime.catalog())
     result = BillResult()
 
     with runtime.transaction() as session:
-        run = SyncRun(kind="bill", stream="billing")
+        run = SyncRun(kind="bill", stream=BILLING_STREAM)
         session.add(run)
         orders, customers = billing_inputs(session, settings.payment_terms_days)
         already = set(session.scalars(select(InvoiceLine.source_key)))
-        outcome = billing_run(
-            orders=orders, customers=customers, catalog=runtime.catalog(), already_billed=already, as_of=as_of
+        outcome = generate(
+            as_of=as_of,
+            customers=customers,
+            prices=prices,
+            orders=orders,
+            already_billed=already,
+            settings=ENGINE_SETTINGS,
         )
-        still_wrong = set()
-        for problem in outcome.problems:
-            letter_id = (
-                problem.order_id if problem.line_id is None else f"{problem.order_id}/{problem.line_id}"
-            )
-            still_wrong.add(letter_id)
-            record_dead_letter(
-                session,
-                stream=BILLING_STREAM,
-                system="billsync",
-                entity="order",
-                external_id=letter_id,
-                payload={"order_id": problem.order_id, "line_id": problem.line_id},
-                error=problem.message,
-                error_type="BillingProblem",
-            )
-        # a problem that is gone (the product was added to the catalog...) closes its dead letter
-        fixed = [
-            letter.external_id
-            for letter in session.scalars(
-                select(DeadLetter).where(
-                    DeadLetter.stream == BILLING_STREAM, DeadLetter.status.in_(("open", "replayed"))
-                )
-            )
-            if letter.external_id not in still_wrong and letter.external_id is not None
-        ]
-        resolve_dead_letters(session, stream=BILLING_STREAM, entity="order", external_ids=fixed)
+        _record_problems(session, outcome.problems, orders)
         result.problems = len(outcome.problems)
         session.flush()
         run_id = run.id
@@ -139,27 +213,37 @@ def run_billing(
         for start in range(0, len(drafts), FINALISE_CHUNK):
             runtime.checkpoint()  # a stop request ends the run here, between chunks of invoices
             chunk = drafts[start : start + FINALISE_CHUNK]
-            numbers = []
+            finals = []
             with runtime.transaction() as session:  # numbers, invoices and outbox rows: all or none
                 for draft in chunk:
-                    number = series.format(next_number(session, series.name))
-                    numbers.append(number)
-                    session.add(_stored_invoice(draft, series.name, number))
+                    final = finalize(draft, series.format(next_number(session, series.name)))
+                    finals.append(final)
+                    session.add(stored_invoice(final, series.name))
                     for destination in destinations:
                         enqueue(
                             session,
                             destination=destination,
                             entity="invoice",
-                            canonical_id=draft.key,
+                            canonical_id=final.key,
                             action="create",
                             version="1",
                         )
-            for draft, number in zip(chunk, numbers, strict=True):
+                    for destination in status_destinations:  # the ERP / CRM learn it is open
+                        enqueue(
+                            session,
+                            destination=destination,
+                            entity=STATUS_ENTITY,
+                            canonical_id=final.key,
+                            action="upsert",
+                            version=final.status,
+                        )
+            for final in finals:
+                assert final.number is not None
                 result.invoices_created += 1
-                result.lines += len(draft.lines)
-                result.numbers.append(number)
-                code = draft.currency.code
-                result.totals[code] = result.totals.get(code, Decimal("0")) + draft.total.amount
+                result.lines += len(final.lines)
+                result.numbers.append(final.number)
+                code = final.currency.code
+                result.totals[code] = result.totals.get(code, Decimal("0")) + final.total.amount
             if progress:
                 progress(len(chunk))
         status = "partial" if result.problems else "ok"
@@ -181,23 +265,36 @@ def run_billing(
     return result
 
 
-def _stored_invoice(draft: DraftInvoice, series: str, number: str) -> Invoice:
-    now = utcnow()
+def _stored_unit_price(value: Decimal) -> Decimal:
+    """The unit price as the column can hold it (6 decimals).
+
+    Only the average unit price of a tiered, package or percentage charge has more digits (the
+    engine keeps 10); its exact breakdown is in the explanation, so rounding this average loses
+    nothing that the amount depends on.
+    """
+    return value if value == value.quantize(_STORED) else value.quantize(_STORED, ROUND_HALF_UP)
+
+
+def stored_invoice(final: BillingInvoice, series: str) -> Invoice:
+    """The database rows of a finalised invoice (lines and tax lines included)."""
+    assert final.number is not None, "only finalised invoices are stored"
     invoice = Invoice(
-        id=draft.key,
-        customer_id=draft.customer_id,
+        id=final.key,
+        customer_id=final.customer_id,
         series=series,
-        number=number,
-        status="open",
-        currency=draft.currency.code,
-        period_start=draft.period_start,
-        period_end=draft.period_end,
-        issue_date=draft.issue_date,
-        due_date=draft.due_date,
-        subtotal=draft.subtotal.amount,
-        tax_total=draft.tax_total.amount,
-        total=draft.total.amount,
-        finalized_at=now,
+        number=final.number,
+        status=final.status,
+        currency=final.currency.code,
+        period_start=final.period_start,
+        period_end=final.period_end,
+        issue_date=final.issue_date,
+        due_date=final.due_date,
+        subtotal=final.subtotal.amount,
+        discount_total=final.discount_total.amount,
+        tax_total=final.tax_total.amount,
+        total=final.total.amount,
+        amount_paid=Decimal(0) if final.amount_paid is None else final.amount_paid.amount,
+        finalized_at=utcnow(),
     )
     invoice.lines = [
         InvoiceLine(
@@ -206,18 +303,151 @@ def _stored_invoice(draft: DraftInvoice, series: str, number: str) -> Invoice:
             product_code=line.product_code,
             description=line.description,
             quantity=line.quantity,
-            unit_price=line.unit_price.amount,
+            unit_price=_stored_unit_price(line.unit_price.amount),
             amount=line.amount.amount,
+            discount_amount=Decimal(0) if line.discount is None else line.discount.amount,
+            tax_id=line.tax_id,
+            tax_rate=line.tax_rate,
+            tax_inclusive=line.tax_inclusive,
+            tax_amount=Decimal(0) if line.tax_amount is None else line.tax_amount.amount,
             period_start=line.period_start,
             period_end=line.period_end,
+            explanation=None if line.explanation is None else line.explanation.to_dict(),
         )
-        for i, line in enumerate(draft.lines, start=1)
+        for i, line in enumerate(final.lines, start=1)
+    ]
+    invoice.tax_lines = [
+        InvoiceTaxLine(
+            position=i,
+            tax_id=tax.tax_id,
+            name=tax.name,
+            rate=tax.rate,
+            inclusive=tax.inclusive,
+            taxable=tax.taxable.amount,
+            amount=tax.amount.amount,
+        )
+        for i, tax in enumerate(final.tax_lines, start=1)
     ]
     return invoice
 
 
+def money(value: Decimal, currency: Currency) -> Money:
+    """A stored amount (six decimals) as Money on the currency's minor unit when that is exact."""
+    quantized = value.quantize(currency.quantum)
+    return Money(quantized if quantized == value else _trim(value), currency)
+
+
+def billing_invoice(invoice: Invoice) -> BillingInvoice:
+    """A stored invoice back as the billing module's value, explanations included.
+
+    Lines billed before migration 0003 have no explanation; ``billing.explain`` then shows the plain
+    quantity x unit price.
+    """
+    currency = Currency.of(invoice.currency)
+    lines = tuple(
+        BillingLine(
+            source_key=line.source_key,
+            product_code=line.product_code or "",
+            description=line.description,
+            quantity=_trim(line.quantity),
+            unit_price=money(line.unit_price, currency),
+            amount=money(line.amount, currency),
+            period_start=line.period_start,
+            period_end=line.period_end,
+            discount=money(line.discount_amount, currency) if line.discount_amount else None,
+            tax_id=line.tax_id,
+            tax_rate=None if line.tax_rate is None else _trim(line.tax_rate),
+            tax_inclusive=line.tax_inclusive,
+            tax_amount=money(line.tax_amount, currency) if line.tax_id is not None else None,
+            explanation=None if line.explanation is None else Explanation.from_dict(line.explanation),
+        )
+        for line in invoice.lines
+    )
+    tax_lines = tuple(
+        TaxLine(
+            tax_id=tax.tax_id,
+            name=tax.name,
+            rate=_trim(tax.rate),
+            inclusive=tax.inclusive,
+            taxable=money(tax.taxable, currency),
+            amount=money(tax.amount, currency),
+        )
+        for tax in invoice.tax_lines
+    )
+    if invoice.status not in INVOICE_STATUSES:
+        raise ValueError(f"invoice {invoice.number}: unknown status {invoice.status!r}")
+    status = cast(InvoiceStatus, invoice.status)
+    return BillingInvoice(
+        key=invoice.id,
+        customer_id=invoice.customer_id,
+        currency=currency,
+        issue_date=invoice.issue_date,
+        due_date=invoice.due_date,
+        period_start=invoice.period_start or invoice.issue_date,
+        period_end=invoice.period_end or invoice.issue_date,
+        lines=lines,
+        tax_lines=tax_lines,
+        status=status,
+        number=invoice.number,
+        amount_paid=money(invoice.amount_paid, currency) if invoice.amount_paid else None,
+    )
+
+
+def _document_quantity_and_price(line: InvoiceLine, currency: Currency) -> tuple[Decimal, Decimal]:
+    """Quantity and unit price whose product is the line's amount at the minor unit.
+
+    QuickBooks refuses a line whose Amount is not UnitPrice x Qty, and NAV computes the amount from
+    them, so a prorated line (or a tiered charge's average) sends the effective unit price
+    (amount / quantity); when no six-decimal price can reproduce the amount (a huge quantity), the
+    line goes as quantity 1 at its amount. ``list_unit_price`` and ``billed_quantity`` keep the
+    originals.
+    """
+    quantum = currency.quantum
+    quantity, unit, amount = line.quantity, line.unit_price, line.amount
+
+    def exact(q: Decimal, u: Decimal) -> bool:
+        return (q * u).quantize(quantum, ROUND_HALF_UP) == amount.quantize(quantum, ROUND_HALF_UP)
+
+    if exact(quantity, unit):
+        return quantity, unit
+    if quantity:
+        effective = (amount / quantity).quantize(_STORED, ROUND_HALF_UP)
+        if exact(quantity, effective):
+            return quantity, effective
+    return Decimal(1), amount
+
+
 def invoice_document(invoice: Invoice, product_ids: dict[str, str]) -> dict[str, Any]:
-    """The canonical invoice as outbound mappings see it (JSON-like; money as Decimal)."""
+    """The canonical invoice as outbound mappings see it (JSON-like; money as Decimal).
+
+    Line ``amount`` is before discount (``discount_amount``); ``quantity`` x ``unit_price`` always
+    equals ``amount`` (see ``_document_quantity_and_price``). ``taxes`` holds one entry per rate.
+    """
+    currency = Currency.of(invoice.currency)
+    lines = []
+    for line in invoice.lines:
+        quantity, unit_price = _document_quantity_and_price(line, currency)
+        lines.append(
+            {
+                "position": line.position,
+                "description": line.description,
+                "product_code": line.product_code,
+                "product_id": product_ids.get(line.product_code or ""),
+                "quantity": quantity,
+                "unit_price": unit_price,
+                "amount": line.amount,
+                "period_start": line.period_start.isoformat() if line.period_start else None,
+                "period_end": line.period_end.isoformat() if line.period_end else None,
+                "source_key": line.source_key,
+                "billed_quantity": line.quantity,
+                "list_unit_price": line.unit_price,
+                "discount_amount": line.discount_amount,
+                "tax_id": line.tax_id,
+                "tax_rate": line.tax_rate,
+                "tax_inclusive": line.tax_inclusive,
+                "tax_amount": line.tax_amount,
+            }
+        )
     return {
         "id": invoice.id,
         "number": invoice.number,
@@ -228,21 +458,22 @@ def invoice_document(invoice: Invoice, product_ids: dict[str, str]) -> dict[str,
         "period_start": invoice.period_start.isoformat() if invoice.period_start else None,
         "period_end": invoice.period_end.isoformat() if invoice.period_end else None,
         "subtotal": invoice.subtotal,
+        "discount_total": invoice.discount_total,
         "tax_total": invoice.tax_total,
         "total": invoice.total,
+        "amount_paid": invoice.amount_paid,
+        "amount_due": invoice.total - invoice.amount_paid,
         "status": invoice.status,
-        "lines": [
+        "lines": lines,
+        "taxes": [
             {
-                "position": line.position,
-                "description": line.description,
-                "product_code": line.product_code,
-                "product_id": product_ids.get(line.product_code or ""),
-                "quantity": line.quantity,
-                "unit_price": line.unit_price,
-                "amount": line.amount,
-                "period_start": line.period_start.isoformat() if line.period_start else None,
-                "period_end": line.period_end.isoformat() if line.period_end else None,
+                "tax_id": tax.tax_id,
+                "name": tax.name,
+                "rate": tax.rate,
+                "inclusive": tax.inclusive,
+                "taxable": tax.taxable,
+                "amount": tax.amount,
             }
-            for line in invoice.lines
+            for tax in invoice.tax_lines
         ],
     }

@@ -143,6 +143,19 @@ class LoggingSettings(BaseModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class SellerSettings(BaseModel):
+    """Who issues the invoices: printed on every invoice document."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    address: list[str] = Field(default_factory=list)  # printed lines
+    tax_id: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    payment_instructions: str | None = None  # e.g. "IBAN DE89 3704 0044 0532 0130 00, BIC COBADEFFXXX"
+
+
 class Settings(BaseModel):
     """The whole of ``billsync.yaml`` after loading: env vars expanded, secrets resolved, paths absolute."""
 
@@ -157,6 +170,7 @@ class Settings(BaseModel):
     billing: BillingSettings = Field(default_factory=BillingSettings)
     schedules: list[ScheduleSettings] = Field(default_factory=list)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    seller: SellerSettings | None = None
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)

@@ -7,7 +7,19 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from sync_engine.store.types import ExactDecimal, UTCDateTime
@@ -157,9 +169,15 @@ class Invoice(Base):
     total: Mapped[Decimal] = mapped_column(ExactDecimal())
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finalized_at: Mapped[dt.datetime | None]
+    #: What discounts took off the subtotal (before tax): total = subtotal - discount + exclusive tax.
+    discount_total: Mapped[Decimal] = mapped_column(ExactDecimal(), default=Decimal("0"), server_default="0")
+    amount_paid: Mapped[Decimal] = mapped_column(ExactDecimal(), default=Decimal("0"), server_default="0")
 
     lines: Mapped[list[InvoiceLine]] = relationship(
         back_populates="invoice", cascade="all, delete-orphan", order_by="InvoiceLine.position"
+    )
+    tax_lines: Mapped[list[InvoiceTaxLine]] = relationship(
+        back_populates="invoice", cascade="all, delete-orphan", order_by="InvoiceTaxLine.position"
     )
 
 
@@ -180,8 +198,35 @@ class InvoiceLine(Base):
     tax_amount: Mapped[Decimal] = mapped_column(ExactDecimal(), default=Decimal("0"))
     period_start: Mapped[dt.date | None]
     period_end: Mapped[dt.date | None]
+    #: Subtracted from ``amount`` before tax. ``tax_rate`` is in percent; an inclusive tax is part
+    #: of ``amount``, an exclusive one is added on top.
+    discount_amount: Mapped[Decimal] = mapped_column(ExactDecimal(), default=Decimal("0"), server_default="0")
+    tax_id: Mapped[str | None] = mapped_column(String(80))
+    tax_rate: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    tax_inclusive: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: ``billing.Explanation.to_dict()``: how the amount came about (None for lines billed before 0003).
+    explanation: Mapped[dict[str, Any] | None]
 
     invoice: Mapped[Invoice] = relationship(back_populates="lines")
+
+
+class InvoiceTaxLine(Base):
+    """One tax of an invoice: the rate (percent), the net amount it applies to and the tax."""
+
+    __tablename__ = "invoice_tax_lines"
+    __table_args__ = (UniqueConstraint("invoice_id", "position", name="uq_invoice_tax_line_position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    tax_id: Mapped[str] = mapped_column(String(80))
+    name: Mapped[str] = mapped_column(String(200))
+    rate: Mapped[Decimal] = mapped_column(ExactDecimal())
+    inclusive: Mapped[bool] = mapped_column(Boolean)
+    taxable: Mapped[Decimal] = mapped_column(ExactDecimal())
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal())
+
+    invoice: Mapped[Invoice] = relationship(back_populates="tax_lines")
 
 
 class NumberSequence(Base):

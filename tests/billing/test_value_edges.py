@@ -76,3 +76,35 @@ def test_customer_payment_terms_are_a_whole_number_of_days() -> None:
         Customer("c", "USD", payment_terms_days="30")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="payment_terms_days must be >= 0"):
         Customer("c", "USD", payment_terms_days=-1)
+
+
+def test_an_order_line_refuses_a_float_quantity_or_price() -> None:
+    from billing.model import OrderLine
+
+    with pytest.raises(TypeError, match="quantity must be a Decimal, not float"):
+        OrderLine("l1", "SEATS-M", 2.0, None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="unit_price must be a Decimal, not float"):
+        OrderLine("l1", "SEATS-M", D("2"), 9.99)  # type: ignore[arg-type]
+
+
+def test_an_invoice_knows_which_charges_it_bills() -> None:
+    from datetime import date
+
+    from billing import Customer as BillingCustomer
+    from billing import Order, OrderLine, PriceBook, generate
+
+    catalog = Catalog.from_dict(
+        {
+            "version": 1,
+            "products": [{"code": "X", "name": "X", "billing_model": "one_time", "prices": {"USD": "5"}}],
+        }
+    )
+    order = Order("o1", "c1", "USD", date(2026, 1, 5), None, (OrderLine("l1", "X", D("2"), None),))
+    result = generate(
+        as_of=date(2026, 1, 31),
+        customers={"c1": BillingCustomer("c1", "USD")},
+        prices=PriceBook.from_catalog(catalog),
+        orders=[order],
+    )
+    [invoice] = result.invoices
+    assert invoice.source_keys == frozenset({"order-line:l1"})
