@@ -120,6 +120,14 @@ def write_workdir(
         ],
         "billing": {"series": "INV", "number_prefix": "INV-", "number_width": 6, "payment_terms_days": 30},
     }
+    # invoice status back to the CRM: a Billsync_Invoice__c per invoice, upserted by its number
+    config["destinations"].append(
+        {
+            "name": "crm-status",
+            "connection": "salesforce",
+            "mappings": {"invoice_status": "builtin:salesforce/invoice_status.out"},
+        }
+    )
     if nav is not None:
         config["connections"]["erp"] = {
             "type": "nav",
@@ -134,7 +142,11 @@ def write_workdir(
             {
                 "name": "erp",
                 "connection": "erp",
-                "mappings": {"customer": "builtin:nav/customer.out", "invoice": "builtin:nav/invoice.out"},
+                "mappings": {
+                    "customer": "builtin:nav/customer.out",
+                    "invoice": "builtin:nav/invoice.out",
+                    "invoice_status": "builtin:nav/payment_status.out",
+                },
             }
         )
     if timeout_seconds is not None:  # shorter than the sandboxes' injected stalls, so they time out
@@ -154,6 +166,15 @@ def count_invoices_in_erp(runtime: Runtime, connection: str) -> tuple[int, int]:
     numbers = Counter(
         str(inv.get("External_Document_No")) for inv in connector.read_multiple("SalesInvoice", set_size=500)
     )
+    total = sum(numbers.values())
+    return total, total - len(numbers)
+
+
+def count_statuses_in_crm(runtime: Runtime, connection: str) -> tuple[int, int]:
+    """(Billsync_Invoice__c records, duplicated invoice numbers), read back through the REST API."""
+    numbers: Counter[str] = Counter()
+    for page in runtime.salesforce(connection).pull_pages("Billsync_Invoice__c", ["Invoice_Number__c"], None):
+        numbers.update(str(r.get("Invoice_Number__c")) for r in page)
     total = sum(numbers.values())
     return total, total - len(numbers)
 
@@ -220,6 +241,7 @@ def run_demo(
             quickbooks_calls = dict(qbo.calls_by_route)
             in_qbo, duplicates = count_invoices_in_quickbooks(runtime, "quickbooks")
             in_erp, erp_duplicates = count_invoices_in_erp(runtime, "erp")
+            in_crm, crm_duplicates = count_statuses_in_crm(runtime, "salesforce")
             with runtime.sessions() as session:
                 dead = session.query(DeadLetter).filter(DeadLetter.status == "open").count()
         finally:
@@ -230,7 +252,10 @@ def run_demo(
     summary = summarise(cycle, workdir, reused, calls, quickbooks_calls, in_qbo, duplicates, dead)
     summary["invoices_in_erp"] = in_erp
     summary["duplicate_invoices_in_erp"] = erp_duplicates
-    summary["pushed_to_erp"] = dict(cycle.pushes[1].sent) if len(cycle.pushes) > 1 else {}
+    pushes = {p.destination: p for p in cycle.pushes}
+    summary["pushed_to_erp"] = dict(pushes["erp"].sent) if "erp" in pushes else {}
+    summary["invoice_statuses_in_crm"] = in_crm
+    summary["duplicate_invoice_statuses_in_crm"] = crm_duplicates
     summary["runs"] = runs
     summary["left_for_next_run"] = cycle.retry_later
     if faults:

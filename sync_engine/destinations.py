@@ -12,13 +12,17 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from connectors.errors import ConnectorError, RecordError
+from connectors.errors import ConnectorError, FatalError, OutcomeUnknownError, RecordError
 from connectors.nav.client import NavConnector
 from connectors.nav.client import remote_identity as nav_identity
 from connectors.nav.errors import DuplicateRecordError, StaleRecordError
 from connectors.quickbooks.client import BatchItem, QuickBooksConnector
 from connectors.quickbooks.client import remote_identity as qbo_identity
 from connectors.quickbooks.errors import DuplicateNameError, StaleObjectError
+from connectors.salesforce.client import CollectionResult, SalesforceConnector
+from connectors.salesforce.errors import DuplicateValueError
+from connectors.salesforce.errors import StaleRecordError as SalesforceStaleError
+from connectors.salesforce.schema import EXTERNAL_ID_FIELDS
 
 #: The NAV codeunit operation that records an invoice's payment status (not a page).
 PAYMENT_STATUS = "PaymentStatus"
@@ -51,6 +55,7 @@ class Outcome:
 class Destination(Protocol):
     duplicate_error: type[RecordError]
     stale_error: type[RecordError]
+    max_batch: int  # writes one call may carry
 
     @property
     def api_calls(self) -> int: ...
@@ -69,6 +74,7 @@ class QuickBooksDestination:
 
     duplicate_error: type[RecordError] = DuplicateNameError
     stale_error: type[RecordError] = StaleObjectError
+    max_batch = 30  # the batch endpoint's limit
 
     def __init__(self, connector: QuickBooksConnector) -> None:
         self.connector = connector
@@ -110,6 +116,7 @@ class NavDestination:
 
     duplicate_error: type[RecordError] = DuplicateRecordError
     stale_error: type[RecordError] = StaleRecordError
+    max_batch = 100  # records per CreateMultiple call
 
     def __init__(self, connector: NavConnector) -> None:
         self.connector = connector
@@ -171,3 +178,83 @@ class NavDestination:
 
     def identity(self, remote: Mapping[str, Any]) -> tuple[str, str]:
         return nav_identity(remote)
+
+
+class SalesforceDestination:
+    """Salesforce: upserts by an external id field, in sObject collections of 200 (``allOrNone: false``).
+
+    Create and update are the same call: the record is matched by its external id (the spec's
+    ``match_on``, which the payload carries), so a resend after a timeout updates the record it may
+    have created instead of duplicating it, and no version is needed (``stale_error`` never occurs).
+    ``external_ids`` maps an object to that field; billsync's own objects are known already
+    (``Billsync_Invoice__c`` -> ``Invoice_Number__c``). Several writes of one record in a batch are
+    sent once (the last one: the outbox keeps them in order) and all get its outcome.
+    """
+
+    duplicate_error: type[RecordError] = DuplicateValueError
+    stale_error: type[RecordError] = SalesforceStaleError
+    max_batch = 200  # records per sObject collection request
+
+    def __init__(self, connector: SalesforceConnector, external_ids: Mapping[str, str] | None = None) -> None:
+        self.connector = connector
+        self.external_ids = {obj: fields[0] for obj, fields in EXTERNAL_ID_FIELDS.items()}
+        self.external_ids.update(external_ids or {})
+
+    @property
+    def api_calls(self) -> int:
+        return self.connector.api_calls
+
+    def write(self, items: Sequence[Write]) -> list[Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        by_object: dict[str, list[Write]] = {}
+        for w in items:
+            by_object.setdefault(w.object, []).append(w)
+        for obj, writes in by_object.items():
+            field = self.external_ids.get(obj)
+            if field is None:
+                error = FatalError(
+                    f"no external id field to upsert Salesforce {obj} by; set match_on in its mapping spec",
+                    system="salesforce",
+                )
+                outcomes.update({w.key: Outcome(w.key, False, None, error) for w in writes})
+                continue
+            sent: list[Write] = []
+            position: dict[str, int] = {}  # external id -> its place in ``sent``
+            owner: dict[str, int] = {}  # write key -> the place in ``sent`` whose result it gets
+            for w in writes:
+                value = w.payload.get(field)
+                external_id = None if value is None else str(value)
+                if external_id is not None and external_id in position:
+                    sent[position[external_id]] = w  # a later write of the same record supersedes it
+                else:
+                    sent.append(w)
+                    if external_id is not None:
+                        position[external_id] = len(sent) - 1
+                owner[w.key] = position[external_id] if external_id is not None else len(sent) - 1
+            results = self.connector.upsert_collection(obj, field, [dict(w.payload) for w in sent])
+            for w in writes:
+                outcomes[w.key] = _salesforce_outcome(w.key, field, results[owner[w.key]])
+        return [outcomes[w.key] for w in items]
+
+    def find_by(self, obj: str, field: str, values: Collection[str]) -> dict[str, dict[str, Any]]:
+        return self.connector.find_by(obj, field, values)
+
+    def get(self, obj: str, remote_id: str) -> dict[str, Any]:
+        return self.connector.get(obj, remote_id)
+
+    def identity(self, remote: Mapping[str, Any]) -> tuple[str, str]:
+        """``(Id, SystemModstamp)``; an upsert result has no modstamp, and none is needed to upsert."""
+        record_id = remote.get("Id") or remote.get("id")
+        return str(record_id or ""), str(remote.get("SystemModstamp") or "")
+
+
+def _salesforce_outcome(key: str, field: str, result: CollectionResult) -> Outcome:
+    if not result.ok:
+        return Outcome(key, False, None, result.error)
+    if not result.id:  # cannot happen from API 46.0 on; look the record up rather than bind nothing
+        error = OutcomeUnknownError(
+            f"Salesforce accepted {field}={result.external_id} without returning its Id", system="salesforce"
+        )
+        return Outcome(key, False, None, error)
+    entity = {"Id": result.id, field: result.external_id, "created": result.created}
+    return Outcome(key, True, entity, None)

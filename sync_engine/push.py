@@ -114,14 +114,17 @@ def _push_entity(
     result: PushResult,
     progress: Callable[[int], None] | None,
 ) -> None:
-    """Batches of ``batch_size`` rows; no network call ever runs inside a database transaction
+    """Batches of up to the destination's limit; no network call ever runs inside a database transaction
     (on SQLite a transaction holds the write lock, and a token refresh must be able to commit)."""
     spec = runtime.spec(destination.mappings[entity])  # type: ignore[index]
     qbo_entity, natural_field = spec.object, spec.match_on or ""
     last_id = 0
     while True:
         runtime.checkpoint()  # a stop request ends the push here, between batches
-        prepared, last_id = _prepare(runtime, destination, entity, natural_field, last_id, run_id, result)
+        batch_size = min(destination.batch_size or connector.max_batch, connector.max_batch)
+        prepared, last_id = _prepare(
+            runtime, destination, entity, natural_field, last_id, run_id, result, batch_size
+        )
         if last_id < 0:
             return
         # Writes whose outcome is unknown (timeout, crash mid-call): did they happen? Look them up
@@ -204,6 +207,7 @@ def _prepare(
     after_id: int,
     run_id: int,
     result: PushResult,
+    batch_size: int,
 ) -> tuple[list[_Prepared], int]:
     """Map the next batch of open outbox rows; returns them and the last row id (-1 when none left).
 
@@ -222,7 +226,7 @@ def _prepare(
                     OutboxItem.id > after_id,
                 )
                 .order_by(OutboxItem.id)
-                .limit(destination.batch_size)
+                .limit(batch_size)
             )
         )
         if not rows:

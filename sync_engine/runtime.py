@@ -24,7 +24,7 @@ from connectors.retry import RetryPolicy
 from connectors.salesforce.client import SalesforceConnector
 from connectors.salesforce.settings import SalesforceSettings
 from mappings.spec import MappingSpec, load_spec
-from sync_engine.destinations import Destination, NavDestination, QuickBooksDestination
+from sync_engine.destinations import Destination, NavDestination, QuickBooksDestination, SalesforceDestination
 from sync_engine.schemas import schema_for
 from sync_engine.settings import Settings
 from sync_engine.store.db import make_engine, session_factory
@@ -116,6 +116,8 @@ class Runtime:
         settings = self.settings.connections[connection]
         if isinstance(settings, NavSettings):
             return NavDestination(self.nav(connection))
+        if isinstance(settings, SalesforceSettings):
+            return SalesforceDestination(self.salesforce(connection))
         return QuickBooksDestination(self.quickbooks(connection))
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from connectors.nav.schema import PAGES as NAV_PAGES
 from connectors.nav.schema import PAYMENT_STATUS_STATUSES, XSD_TYPES
 from connectors.nav.schema import REQUIRED_ON_CREATE as NAV_REQUIRED
 from connectors.quickbooks.schema import ENTITY_FIELDS, REQUIRED_ON_CREATE
-from connectors.salesforce.schema import CUSTOM_SUFFIXES, object_fields, relationship_names
+from connectors.salesforce.schema import object_fields, open_suffixes, relationship_names
 from mappings.schema import ObjectSchema
 
 
@@ -26,7 +26,7 @@ def schema_for(system: str, obj: str) -> ObjectSchema | None:
         if fields is None:
             return None
         names = frozenset(fields) | frozenset(relationship_names(fields))
-        return ObjectSchema(system, obj, names, open_suffixes=CUSTOM_SUFFIXES)
+        return ObjectSchema(system, obj, names, open_suffixes=open_suffixes(obj))
     if system == "quickbooks" and obj in ENTITY_FIELDS:
         required = frozenset(REQUIRED_ON_CREATE.get(obj, ()))
         return ObjectSchema(system, obj, frozenset(ENTITY_FIELDS[obj]), required=required)

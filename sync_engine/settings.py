@@ -83,7 +83,8 @@ class DestinationSettings(BaseModel):
     name: str
     connection: str
     mappings: dict[Literal["customer", "product", "invoice", "invoice_status"], str]
-    batch_size: int = Field(default=30, ge=1, le=30)  # QBO's batch endpoint takes at most 30 items
+    #: writes per call; default and ceiling are the system's own limit (QBO 30, Salesforce 200, NAV 100)
+    batch_size: int | None = Field(default=None, ge=1, le=200)
 
 
 class BillingSettings(BaseModel):
@@ -642,7 +643,10 @@ def _check_references(data: dict[Any, Any], out: _Collector, base_dir: Path) -> 
     kinds: dict[str, Any] = {}
     if isinstance(connections, dict):
         kinds = {str(n): (c.get("type") if isinstance(c, dict) else None) for n, c in connections.items()}
-    for section, wanted in (("streams", ("salesforce",)), ("destinations", ("quickbooks", "nav"))):
+    for section, wanted in (
+        ("streams", ("salesforce",)),
+        ("destinations", ("quickbooks", "nav", "salesforce")),
+    ):
         entries = data.get(section)
         if not isinstance(entries, list):
             continue

@@ -6,8 +6,8 @@ library hard-codes ``login.salesforce.com``), and a count of HTTP calls. Numbers
 ``Decimal`` so money never goes through float. Every vendor error leaves as a ``connectors.errors``
 class (see :mod:`connectors.salesforce.errors`).
 
-Retries: every read (query page, get) and every upsert (idempotent by its external id) runs under the
-shared :class:`connectors.retry.RetryPolicy`. The session is renewed by the connector, not by the
+Retries: every read (query page, get) and every upsert (idempotent by its external id, one record or a
+collection of 200) runs under the shared :class:`connectors.retry.RetryPolicy`. The session is renewed by the connector, not by the
 library (which would log in up to three times in a row and hide why): an ``INVALID_SESSION_ID``
 answer leads to one new login and one resend in that attempt; refused again, it is an AuthError.
 """
@@ -18,7 +18,8 @@ import datetime as dt
 import json
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, TypeVar
@@ -28,10 +29,10 @@ import requests
 from simple_salesforce.api import Salesforce
 from simple_salesforce.login import SalesforceLogin
 
-from connectors.errors import AuthError
+from connectors.errors import AuthError, ConnectorError, OutcomeUnknownError, RecordError, RetryableError
 from connectors.http import DefaultsSession
 from connectors.retry import RetryPolicy
-from connectors.salesforce.errors import translated
+from connectors.salesforce.errors import SYSTEM, record_result_error, translated
 from connectors.salesforce.settings import SalesforceSettings
 from connectors.salesforce.soql import datetime_literal, format_datetime, is_field_path, is_identifier
 
@@ -39,6 +40,10 @@ from connectors.salesforce.soql import datetime_literal, format_datetime, is_fie
 LOGIN_HOSTS = ("https://login.salesforce.com", "https://test.salesforce.com")
 #: Records per query page; Salesforce's maximum and default batch size.
 PAGE_SIZE = 2000
+#: Records per sObject collection request (the API refuses more with EXCEEDED_ID_LIMIT).
+COLLECTION_SIZE = 200
+#: Values per ``IN (...)`` of :meth:`SalesforceConnector.find_by` (well under SOQL's 100,000 characters).
+FIND_CHUNK = 200
 CURSOR_FIELD = "SystemModstamp"
 _RECORD_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?\Z")
 _T = TypeVar("_T")
@@ -122,6 +127,39 @@ def _strip_attributes(value: Any) -> Any:
     if isinstance(value, list):
         return [_strip_attributes(item) for item in value]
     return value
+
+
+_SOQL_ESCAPES = {
+    "\\": "\\\\",
+    "'": "\\'",
+    '"': '\\"',
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
+}
+
+
+def soql_string(value: str) -> str:
+    """A SOQL string literal: quotes and backslashes escaped, so a value can never end the literal."""
+    return "'" + "".join(_SOQL_ESCAPES.get(char, char) for char in value) + "'"
+
+
+@dataclass(frozen=True)
+class CollectionResult:
+    """What happened to one record of :meth:`SalesforceConnector.upsert_collection`.
+
+    ``error`` is a taxonomy error: a RecordError (and subclasses) means Salesforce refused this record;
+    a RetryableError / AuthError / FatalError means its request failed as a whole (or it was not sent
+    because an earlier request failed that way), and an OutcomeUnknownError that it may have been applied.
+    """
+
+    external_id: str
+    ok: bool
+    id: str | None
+    created: bool
+    error: ConnectorError | None
 
 
 def _next_page(url: str, timeout: float) -> Callable[[Salesforce], Any]:
@@ -333,3 +371,185 @@ class SalesforceConnector:
         if result is None:
             return {"id": None, "success": True, "errors": [], "created": False}
         return dict(result)
+
+    def upsert_collection(
+        self, sobject: str, external_id_field: str, records: Sequence[Mapping[str, Any]]
+    ) -> list[CollectionResult]:
+        """Create or update many records by ``external_id_field`` (sObject Collections, API 46.0+).
+
+        ``PATCH composite/sobjects/{sobject}/{external_id_field}`` with ``allOrNone: false``, 200 records
+        a request, so one refused record never holds back the others. Returns one result per record, in
+        order. Raises only ValueError (bad names), never for a failed request: a request that still fails
+        after the retries marks its records with that error; if that error is not a RecordError, the
+        records not sent yet are marked "not sent" (a RetryableError) instead of failing the same way.
+
+        Idempotent (an upsert by external id), so a timed-out request is sent again under the retry
+        policy; records refused with a retryable code (UNABLE_TO_LOCK_ROW) are sent again, alone, with
+        the policy's waits. A record without a value for ``external_id_field`` is refused here.
+        """
+        if not is_identifier(sobject) or not is_identifier(external_id_field):
+            raise ValueError(f"bad object or field name: {sobject!r}.{external_id_field!r}")
+        bad = sorted({name for record in records for name in record if not is_identifier(name)})
+        if bad:
+            raise ValueError(f"not Salesforce field names: {bad!r}")
+        keys = [_external_value(record.get(external_id_field)) for record in records]
+        results: dict[int, CollectionResult] = {}
+        sendable: list[int] = []
+        for index, key in enumerate(keys):
+            if key is None:
+                error = RecordError(
+                    f"upsert {sobject}: the record has no {external_id_field} to match on",
+                    code="MISSING_EXTERNAL_ID",
+                    system=SYSTEM,
+                )
+                results[index] = CollectionResult("", False, None, False, error)
+            else:
+                sendable.append(index)
+        stop: ConnectorError | None = None
+        for start in range(0, len(sendable), COLLECTION_SIZE):
+            chunk = sendable[start : start + COLLECTION_SIZE]
+            if stop is None:
+                done, stop = self._upsert_chunk(sobject, external_id_field, records, keys, chunk)
+                results.update(done)
+                continue
+            for index in chunk:
+                not_sent = RetryableError(
+                    f"upsert {sobject}: not sent, an earlier request failed: {stop.message}",
+                    code=stop.code,
+                    system=SYSTEM,
+                )
+                results[index] = CollectionResult(str(keys[index]), False, None, False, not_sent)
+        return [results[index] for index in range(len(records))]
+
+    def _upsert_chunk(
+        self,
+        sobject: str,
+        field: str,
+        records: Sequence[Mapping[str, Any]],
+        keys: Sequence[str | None],
+        chunk: list[int],
+    ) -> tuple[dict[int, CollectionResult], ConnectorError | None]:
+        """One request, then its records refused with a retryable code sent again on their own.
+
+        Returns the results and the error that ended the request as a whole, if one did and it is not
+        about the records (the caller then stops sending)."""
+        results: dict[int, CollectionResult] = {}
+        todo, attempt = chunk, 1
+        while True:
+            answered, request_error = self._send_collection(sobject, field, records, keys, todo)
+            results.update(answered)
+            if request_error is not None:
+                return results, None if isinstance(request_error, RecordError) else request_error
+            again = [i for i in todo if isinstance(results[i].error, RetryableError)]
+            if not again:
+                return results, None
+            error = results[again[0]].error
+            if self.retry.gives_up(attempt, error):
+                return results, None
+            self.retry.sleep(self.retry.wait(attempt, error))
+            todo, attempt = again, attempt + 1
+
+    def _send_collection(
+        self,
+        sobject: str,
+        field: str,
+        records: Sequence[Mapping[str, Any]],
+        keys: Sequence[str | None],
+        indexes: list[int],
+    ) -> tuple[dict[int, CollectionResult], ConnectorError | None]:
+        """One PATCH of up to 200 records: per-record results, or the request's error on each of them."""
+        path = f"composite/sobjects/{sobject}/{field}"
+        body = encode_json(
+            {
+                "allOrNone": False,
+                "records": [
+                    {
+                        "attributes": {"type": sobject},
+                        **{k: v for k, v in records[i].items() if k != "attributes"},
+                    }
+                    for i in indexes
+                ],
+            }
+        )
+        timeout = self.settings.timeout_seconds
+        what = f"upsert {len(indexes)} {sobject} by {field}"
+        try:
+            answer = self._call(
+                what,
+                lambda sf: sf.restful(path, method="PATCH", data=body, timeout=timeout),
+                write=True,
+            )
+            if not isinstance(answer, list) or len(answer) != len(indexes):
+                got = f"{len(answer)} results" if isinstance(answer, list) else type(answer).__name__
+                raise OutcomeUnknownError(
+                    f"{what}: expected {len(indexes)} results, got {got}", code="bad_answer", system=SYSTEM
+                )
+        except ConnectorError as error:
+            failed = {i: CollectionResult(str(keys[i]), False, None, False, error) for i in indexes}
+            return failed, error
+        out: dict[int, CollectionResult] = {}
+        for i, item in zip(indexes, answer, strict=True):
+            key = str(keys[i])
+            item = item if isinstance(item, dict) else {}
+            if item.get("success") is True:
+                record_id = item.get("id")
+                created = bool(item.get("created"))
+                out[i] = CollectionResult(key, True, str(record_id) if record_id else None, created, None)
+                continue
+            refused = record_result_error(
+                item.get("errors") or [], what=f"upsert {sobject} {field}={key}", secrets=self._secrets()
+            )
+            out[i] = CollectionResult(key, False, None, False, refused)
+        return out, None
+
+    def find_by(
+        self,
+        sobject: str,
+        field: str,
+        values: Collection[str],
+        fields: Sequence[str] = (),
+    ) -> dict[str, dict[str, Any]]:
+        """The records whose ``field`` (a text field) is one of ``values``, keyed by that value.
+
+        ``SELECT Id, SystemModstamp, <field>, <fields> ... WHERE <field> IN (...) ORDER BY Id``, 200
+        values a query, each escaped. Used to learn whether a write whose outcome is unknown happened.
+        If two records share a value (impossible for an external id), the oldest Id wins.
+        """
+        if not is_identifier(sobject) or not is_identifier(field):
+            raise ValueError(f"bad object or field name: {sobject!r}.{field!r}")
+        bad = [name for name in fields if not is_field_path(name)]
+        if bad:
+            raise ValueError(f"not Salesforce field names: {bad!r}")
+        wanted: list[str] = []
+        for name in ["Id", CURSOR_FIELD, field, *fields]:
+            if name.lower() not in {w.lower() for w in wanted}:
+                wanted.append(name)
+        unique = list(dict.fromkeys(str(v) for v in values))
+        found: dict[str, dict[str, Any]] = {}
+        timeout = self.settings.timeout_seconds
+        what = f"find {sobject} by {field}"
+        for start in range(0, len(unique), FIND_CHUNK):
+            literals = ", ".join(soql_string(v) for v in unique[start : start + FIND_CHUNK])
+            soql = f"SELECT {', '.join(wanted)} FROM {sobject} WHERE {field} IN ({literals}) ORDER BY Id"
+            result = self._call(what, _query(soql, timeout))
+            while True:
+                for record in result["records"]:
+                    clean: dict[str, Any] = _strip_attributes(record)
+                    value = next((v for k, v in clean.items() if k.lower() == field.lower()), None)
+                    if value is not None:
+                        found.setdefault(_external_value(value) or "", clean)
+                if result.get("done", True):
+                    break
+                result = self._call(what, _next_page(result["nextRecordsUrl"], timeout))
+        return found
+
+
+def _query(soql: str, timeout: float) -> Callable[[Salesforce], Any]:
+    return lambda sf: sf.query(soql, timeout=timeout)
+
+
+def _external_value(value: Any) -> str | None:
+    """An external id as text (a Decimal without exponent); None when blank."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return format(value, "f") if isinstance(value, Decimal) else str(value)

@@ -31,6 +31,16 @@ from connectors.retry import parse_retry_after
 
 SYSTEM = "salesforce"
 
+
+class DuplicateValueError(RecordError):
+    """A unique field (or an external id sent twice in one request) already holds this value."""
+
+
+class StaleRecordError(RecordError):
+    """Declared for the destination interface only: an upsert by external id carries no version, so
+    Salesforce never answers "stale" to billsync's writes and nothing raises this."""
+
+
 #: errorCode -> class. Anything not listed falls back on the HTTP status.
 ERROR_CODES: dict[str, type[ConnectorError]] = {
     # the session: the connector logs in again once per attempt; still refused -> give up
@@ -64,7 +74,7 @@ ERROR_CODES: dict[str, type[ConnectorError]] = {
     "REQUIRED_FIELD_MISSING": RecordError,
     "FIELD_CUSTOM_VALIDATION_EXCEPTION": RecordError,
     "FIELD_INTEGRITY_EXCEPTION": RecordError,
-    "DUPLICATE_VALUE": RecordError,
+    "DUPLICATE_VALUE": DuplicateValueError,
     "DUPLICATES_DETECTED": RecordError,
     "DUPLICATE_EXTERNAL_ID": RecordError,
     "STRING_TOO_LONG": RecordError,
@@ -88,6 +98,12 @@ STATUS_FALLBACK: dict[int, type[ConnectorError]] = {
     403: FatalError,
     404: RecordError,
     429: RateLimitedError,
+}
+
+#: errorCode -> class for one record's result inside an sObject collection: the request itself went
+#: through, so a code that is a configuration problem for a whole call concerns this record's values.
+RECORD_RESULT_CODES: dict[str, type[ConnectorError]] = {
+    "INVALID_FIELD_FOR_INSERT_UPDATE": RecordError,
 }
 
 _EXTERNAL_ID_FIELD_MISSING = "external ID field does not exist"
@@ -164,6 +180,35 @@ def _from_salesforce_error(
         wait = parse_retry_after(retry_after)
         return RateLimitedError(message, retry_after=wait, code=code, system=SYSTEM)
     return cls(message, code=code, system=SYSTEM)
+
+
+def record_result_error(
+    errors: Sequence[Any], *, what: str, secrets: Iterable[str | None] = ()
+) -> ConnectorError:
+    """The taxonomy error for one failed record of a collection (``errors`` as Salesforce sends them:
+    ``[{"statusCode", "message", "fields"}]``). Unknown codes are RecordError: only this record failed."""
+    parts: list[str] = []
+    cls: type[ConnectorError] | None = None
+    first_code: str | None = None
+    for item in errors:
+        if not isinstance(item, dict):
+            parts.append(_one_line(str(item)))
+            continue
+        code = item.get("statusCode") or item.get("errorCode")
+        code = str(code) if code else None
+        message = _one_line(str(item.get("message") or ""))
+        fields = [str(f) for f in item.get("fields") or []]
+        text = f"{code}: {message}" if code else message
+        parts.append(text + (f" (fields: {', '.join(fields)})" if fields else ""))
+        if code is not None:
+            first_code = first_code or code
+            found = RECORD_RESULT_CODES.get(code) or ERROR_CODES.get(code)
+            cls = cls or found
+    cls = cls or RecordError
+    message = redact(f"{what} failed: {'; '.join(parts) or 'no error detail'}", secrets)
+    if cls is RateLimitedError:
+        return RateLimitedError(message, code=first_code, system=SYSTEM)
+    return cls(message, code=first_code, system=SYSTEM)
 
 
 def _from_login_failure(

@@ -10,6 +10,11 @@ What it emulates (each shape checked against ``shared/fixtures/salesforce``):
   2,000 records a page (``Sforce-Query-Options: batchSize=`` between 200 and 2,000 honoured);
 - sObject rows: ``GET``/``PATCH`` by Id, ``POST`` create, ``GET``/``PATCH`` by external id (upsert,
   201 created / 200 updated / 300 several matches), minimal ``describe``;
+- sObject Collections upsert (``PATCH composite/sobjects/<object>/<external id field>``): at most 200
+  records (``EXCEEDED_ID_LIMIT`` beyond), the field must be an External ID, one UpsertResult per record
+  in order, per-record errors (unknown or read-only field, restricted picklist, wrong type, bad
+  reference, missing or repeated external id, several matches, :meth:`lock_records`), ``allOrNone``;
+- billsync's custom object ``Billsync_Invoice__c`` (``Invoice_Number__c`` its external id);
 - the errors the connector must survive: ``INVALID_FIELD``, ``MALFORMED_QUERY``, ``INVALID_TYPE``,
   ``NOT_FOUND``, ``INVALID_SESSION_ID`` (after :meth:`expire_sessions`, or once on the next call after
   :meth:`expire_session_once`), ``REQUEST_LIMIT_EXCEEDED`` (the daily ``api_limit``, or
@@ -42,7 +47,13 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from connectors.salesforce.client import encode_json
-from connectors.salesforce.schema import READ_ONLY_FIELDS, SYSTEM_FIELDS
+from connectors.salesforce.schema import (
+    CUSTOM_OBJECTS,
+    EXTERNAL_ID_FIELDS,
+    PICKLIST_VALUES,
+    READ_ONLY_FIELDS,
+    SYSTEM_FIELDS,
+)
 from connectors.salesforce.schema import STANDARD_FIELDS as DEFAULT_SCHEMA
 from connectors.salesforce.soql import (
     Literal,
@@ -72,6 +83,10 @@ API_VERSIONS = [
 ]
 DEFAULT_VERSION = "59.0"
 MAX_BATCH, MIN_BATCH = 2000, 200
+#: Records per sObject collection request.
+MAX_COLLECTION = 200
+_RECORD_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?\Z")
+_USER_REFERENCES = frozenset({"ownerid", "createdbyid", "lastmodifiedbyid"})
 
 KEY_PREFIXES = {
     "Account": "001",
@@ -203,6 +218,7 @@ class SalesforceSandbox(Sandbox):
     """The emulated org; see the module docstring for the API surface.
 
     Test controls: :meth:`add_records`, :meth:`touch`, :meth:`records`, :meth:`define_fields`,
+    :meth:`restrict_picklist`, :meth:`lock_records`,
     :meth:`expire_sessions`, :meth:`fail_next`, :meth:`delay_next`, ``now`` (the clock), ``api_limit``,
     ``calls`` / ``calls_by_kind``.
     """
@@ -236,6 +252,9 @@ class SalesforceSandbox(Sandbox):
         self._prefixes: dict[str, str] = {}  # sobject -> key prefix
         self._by_prefix: dict[str, str] = {}
         self._data: dict[str, dict[str, dict[str, Any]]] = {}
+        self._external_ids: dict[str, set[str]] = {}  # sobject -> lower names marked External ID
+        self._picklists: dict[str, dict[str, tuple[str, ...]]] = {}  # sobject -> lower name -> values
+        self._locks: dict[tuple[str, str], int] = {}  # (sobject, external id) -> answers left locked
         self._sessions: set[str] = set()
         self._faults: list[_Fault] = []
         self._expire_once = False
@@ -261,6 +280,9 @@ class SalesforceSandbox(Sandbox):
                 self._prefixes,
                 self._by_prefix,
                 self._data,
+                self._external_ids,
+                self._picklists,
+                self._locks,
             ):
                 table.clear()
             self._faults = []
@@ -270,6 +292,7 @@ class SalesforceSandbox(Sandbox):
             self.faults_injected.clear()
             for sobject, fields in DEFAULT_SCHEMA.items():
                 self.define_fields(sobject, fields)
+            self._define_billsync_objects()
             self.calls_by_kind.clear()
         self.reset_counters()
 
@@ -284,6 +307,8 @@ class SalesforceSandbox(Sandbox):
                 "prefixes": self._prefixes,
                 "by_prefix": self._by_prefix,
                 "data": self._data,
+                "external_ids": {k: sorted(v) for k, v in self._external_ids.items()},
+                "picklists": {k: {f: list(v) for f, v in p.items()} for k, p in self._picklists.items()},
             }
             path.write_text(json.dumps(state, default=_encode_exact), encoding="utf-8")
 
@@ -299,6 +324,11 @@ class SalesforceSandbox(Sandbox):
             self._prefixes = dict(state["prefixes"])
             self._by_prefix = dict(state["by_prefix"])
             self._data = state["data"]
+            self._external_ids = {k: set(v) for k, v in state.get("external_ids", {}).items()}
+            self._picklists = {
+                k: {f: tuple(v) for f, v in p.items()} for k, p in state.get("picklists", {}).items()
+            }
+            self._define_billsync_objects()  # a state saved before they existed gains them
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def __enter__(self) -> SalesforceSandbox:
@@ -323,8 +353,19 @@ class SalesforceSandbox(Sandbox):
             self._data[sobject] = {}
             return sobject
 
-    def define_fields(self, sobject: str, fields: Mapping[str, str] | Iterable[str]) -> None:
-        """Declare fields (name -> type, or names typed ``string``); unknown objects become custom objects."""
+    def define_fields(
+        self,
+        sobject: str,
+        fields: Mapping[str, str] | Iterable[str],
+        *,
+        external_ids: Iterable[str] = (),
+    ) -> None:
+        """Declare fields (name -> type, or names typed ``string``); unknown objects become custom objects.
+
+        ``external_ids``: fields (declared here or before) marked "External ID", the only ones a
+        collection upsert matches on. On an object with none marked, any ``__c`` field counts as one
+        (as the sandbox always allowed for the single-record upsert).
+        """
         canonical = self._ensure_sobject(sobject)
         items = fields.items() if isinstance(fields, Mapping) else ((name, "string") for name in fields)
         with self._state:
@@ -333,6 +374,39 @@ class SalesforceSandbox(Sandbox):
                 if not is_identifier(name):
                     raise ValueError(f"not a field name: {name!r}")
                 schema.setdefault(name.lower(), (name, kind))
+            for name in external_ids:
+                if name.lower() not in schema:
+                    raise ValueError(f"{canonical} has no field {name!r} to mark as an external id")
+                self._external_ids.setdefault(canonical, set()).add(name.lower())
+
+    def _define_billsync_objects(self) -> None:
+        """billsync's own custom objects, their external ids and restricted picklists (idempotent)."""
+        for sobject, fields in CUSTOM_OBJECTS.items():
+            self.define_fields(sobject, fields, external_ids=EXTERNAL_ID_FIELDS.get(sobject, ()))
+        for (sobject, name), values in PICKLIST_VALUES.items():
+            self.restrict_picklist(sobject, name, values)
+
+    def restrict_picklist(self, sobject: str, field: str, values: Iterable[str]) -> None:
+        """Make ``field`` a restricted picklist: writes of any other value are refused per record."""
+        canonical = self._ensure_sobject(sobject)
+        with self._state:
+            if field.lower() not in self._schema[canonical]:
+                raise ValueError(f"{canonical} has no field {field!r}")
+            self._picklists.setdefault(canonical, {})[field.lower()] = tuple(values)
+
+    def lock_records(self, sobject: str, external_ids: Iterable[str], *, times: int = 1) -> None:
+        """The next ``times`` collection upserts of these records answer ``UNABLE_TO_LOCK_ROW`` for them
+        (another transaction holds the row), while the rest of each request goes through."""
+        canonical = self._ensure_sobject(sobject)
+        with self._state:
+            for value in external_ids:
+                self._locks[(canonical, str(value))] = times
+
+    def _is_external_id(self, sobject: str, name: str) -> bool:
+        marked = self._external_ids.get(sobject)
+        if marked:
+            return name.lower() in marked
+        return name.lower().endswith("__c")
 
     def _field(self, sobject: str, name: str) -> tuple[str, str] | None:
         return self._schema[sobject].get(name.lower())
@@ -519,6 +593,12 @@ class SalesforceSandbox(Sandbox):
         add(
             "PATCH", v + r"/sobjects/(?P<sobject>\w+)/(?P<field>\w+)/(?P<value>[^/]+)", "upsert", self._upsert
         )
+        add(
+            "PATCH",
+            v + r"/composite/sobjects/(?P<sobject>\w+)/(?P<field>\w+)/?",
+            "collection_upsert",
+            self._upsert_collection,
+        )
 
     def _add(
         self,
@@ -699,7 +779,7 @@ class SalesforceSandbox(Sandbox):
                 "nillable": name.lower() not in READ_ONLY_FIELDS,
                 "createable": name.lower() not in READ_ONLY_FIELDS,
                 "updateable": name.lower() not in READ_ONLY_FIELDS,
-                "externalId": name.endswith("__c"),
+                "externalId": self._is_external_id(sobject, name),
                 "idLookup": name == "Id" or name.endswith("__c"),
             }
             for name, kind in self._schema[sobject].values()
@@ -1080,6 +1160,190 @@ class SalesforceSandbox(Sandbox):
                 raise ApiError(404, "NOT_FOUND", NOT_FOUND_MESSAGE)
             record_id = self._insert(sobject, {**body, field: value})
         return _json(201, {"id": record_id, "success": True, "errors": [], "created": True})
+
+    # -- sObject collections -----------------------------------------------------------------------
+    def _upsert_collection(self, request: Request) -> Response:
+        """``PATCH composite/sobjects/<object>/<field>``: validate every record, then apply the valid
+        ones (or none, with ``allOrNone``); one UpsertResult per record, in the request's order."""
+        assert request.match is not None
+        sobject = self._sobject_or_404(request.match["sobject"])
+        records, all_or_none = self._collection_body(request, sobject)
+        with self._state:
+            found = self._field(sobject, request.match["field"])
+            if found is None:
+                raise ApiError(
+                    404,
+                    "NOT_FOUND",
+                    f"Provided external ID field does not exist or is not accessible: {request.match['field']}",
+                )
+            field = found[0]
+            if not self._is_external_id(sobject, field):
+                raise ApiError(
+                    400,
+                    "INVALID_FIELD",
+                    f"Field name provided, {field} is not an External ID or indexed field for {sobject}",
+                )
+            keys = [_key_text(record.get(field)) for record in records]
+            repeated = {key for key, n in Counter(k for k in keys if k is not None).items() if n > 1}
+            plans: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []  # (errors, matches)
+            for record, key in zip(records, keys, strict=True):
+                errors = self._record_errors(sobject, field, record, key, repeated)
+                matches: list[dict[str, Any]] = []
+                if not errors and key is not None:
+                    matches = self._by_external_id(sobject, field, key)[1]
+                    if len(matches) > 1:
+                        ids = ", ".join(m["Id"] for m in matches)
+                        errors = [
+                            _item_error(
+                                "DUPLICATE_EXTERNAL_ID",
+                                f"{field}: more than one record found for external id field: [{ids}]",
+                                [field],
+                            )
+                        ]
+                plans.append((errors, matches))
+            rollback = all_or_none and any(errors for errors, _ in plans)
+            results: list[dict[str, Any]] = []
+            for record, (errors, matches) in zip(records, plans, strict=True):
+                if errors:
+                    results.append({"success": False, "errors": errors})
+                elif rollback:
+                    message = (
+                        "Record rolled back because not all records were valid and the request was using "
+                        "AllOrNone header"
+                    )
+                    results.append(
+                        {
+                            "success": False,
+                            "errors": [_item_error("ALL_OR_NONE_OPERATION_ROLLED_BACK", message, [])],
+                        }
+                    )
+                elif matches:
+                    self._modify(sobject, matches[0], record)
+                    results.append({"id": matches[0]["Id"], "success": True, "errors": [], "created": False})
+                else:
+                    record_id = self._insert(sobject, record)
+                    results.append({"id": record_id, "success": True, "errors": [], "created": True})
+        return _json(200, results)
+
+    def _collection_body(self, request: Request, sobject: str) -> tuple[list[dict[str, Any]], bool]:
+        try:
+            body = json.loads(request.body or b"{}", parse_float=Decimal)
+        except (ValueError, InvalidOperation):
+            raise ApiError(
+                400, "JSON_PARSER_ERROR", "Unexpected character: was expecting a JSON object"
+            ) from None
+        records = body.get("records") if isinstance(body, dict) else None
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise ApiError(
+                400, "JSON_PARSER_ERROR", "Cannot deserialize instance of SObject[] from the request"
+            )
+        if len(records) > MAX_COLLECTION:
+            raise ApiError(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                f"record limit reached. cannot submit more than {MAX_COLLECTION} records into this call",
+            )
+        cleaned: list[dict[str, Any]] = []
+        for record in records:
+            attributes = record.get("attributes")
+            kind = attributes.get("type") if isinstance(attributes, dict) else None
+            if not kind:
+                raise ApiError(400, "INVALID_TYPE", "Must send a concrete entity type.")
+            if str(kind).lower() != sobject.lower():
+                raise ApiError(
+                    400,
+                    "INVALID_TYPE",
+                    f"The SObject type {kind} does not match the type in the URI: {sobject}",
+                )
+            cleaned.append({k: v for k, v in record.items() if k != "attributes"})
+        return cleaned, bool(isinstance(body, dict) and body.get("allOrNone", False))
+
+    def _record_errors(
+        self, sobject: str, field: str, record: dict[str, Any], key: str | None, repeated: set[str]
+    ) -> list[dict[str, Any]]:
+        """Why Salesforce would refuse this one record of a collection (empty: it would not)."""
+        unknown = [name for name in record if self._field(sobject, name) is None]
+        if unknown:
+            return [
+                _item_error("INVALID_FIELD", f"No such column '{name}' on sobject of type {sobject}", [name])
+                for name in unknown
+            ]
+        read_only = [name for name in record if name.lower() in READ_ONLY_FIELDS]
+        if read_only:
+            message = (
+                f"Unable to create/update fields: {', '.join(read_only)}. Please check the security settings of "
+                "this field and verify that it is read/write for your profile or permission set."
+            )
+            return [_item_error("INVALID_FIELD_FOR_INSERT_UPDATE", message, read_only)]
+        if key is None:
+            return [_item_error("MISSING_ARGUMENT", f"{field} not specified", [field])]
+        if key in repeated:
+            return [_item_error("DUPLICATE_VALUE", f"Duplicate external id specified: {key}", [field])]
+        if self._locks.get((sobject, key), 0) > 0:
+            self._locks[(sobject, key)] -= 1
+            return [
+                _item_error(
+                    "UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record or 1 records", []
+                )
+            ]
+        errors: list[dict[str, Any]] = []
+        picklists = self._picklists.get(sobject, {})
+        for name, value in record.items():
+            real, kind = self._field(sobject, name) or (name, "string")
+            label = real[:-3].replace("_", " ") if real.endswith("__c") else real
+            if value is None:
+                continue
+            allowed = picklists.get(real.lower())
+            if allowed is not None and value not in allowed:
+                errors.append(
+                    _item_error(
+                        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                        f"{label}: bad value for restricted picklist field: {value}",
+                        [real],
+                    )
+                )
+            elif not _fits(kind, value):
+                errors.append(
+                    _item_error(
+                        "INVALID_TYPE_ON_FIELD_IN_RECORD",
+                        f"{label}: value not of required type: {value}",
+                        [real],
+                    )
+                )
+            elif kind == "reference" and real.lower() not in _USER_REFERENCES:
+                if not isinstance(value, str) or not _RECORD_ID.match(value):
+                    errors.append(
+                        _item_error("MALFORMED_ID", f"{label}: id value of incorrect type: {value}", [real])
+                    )
+                elif self._lookup(value if len(value) == 18 else with_checksum(value)) is None:
+                    errors.append(
+                        _item_error("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [real])
+                    )
+        return errors
+
+
+def _item_error(code: str, message: str, fields: list[str]) -> dict[str, Any]:
+    """One entry of a collection result's ``errors`` (``statusCode``, unlike a request error's ``errorCode``)."""
+    return {"statusCode": code, "message": message, "fields": fields}
+
+
+def _key_text(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
+
+
+def _fits(kind: str, value: Any) -> bool:
+    """Whether a JSON value can be stored in a field of this type."""
+    if kind in _NUMBER_TYPES:
+        return isinstance(value, (int, Decimal)) and not isinstance(value, bool)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "date":
+        return isinstance(value, str) and is_date_text(value)
+    if kind == "datetime":
+        return isinstance(value, str) and is_datetime_text(value)
+    return isinstance(value, str)
 
 
 class _Reply(ApiError):

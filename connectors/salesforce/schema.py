@@ -1,8 +1,9 @@
 """The Salesforce objects and fields billsync works with, as in the standard data model.
 
 Used offline by ``billsync mappings check`` (a misspelt source field is caught before any call) and
-by the sandbox, which serves exactly these fields. Custom fields (``__c``) exist only in a given
-org, so they are accepted without a check.
+by the sandbox, which serves exactly these fields. Custom fields (``__c``) on standard objects exist
+only in a given org, so they are accepted without a check; the custom objects billsync itself asks an
+org to install (:data:`CUSTOM_OBJECTS`) are known field by field.
 """
 
 from __future__ import annotations
@@ -104,18 +105,64 @@ STANDARD_FIELDS: dict[str, dict[str, str]] = {
 }
 
 
+#: The custom objects billsync writes to (installed in the org by its admin). Invoice status flows
+#: back to the CRM here, upserted by ``Invoice_Number__c`` in sObject collections of 200.
+CUSTOM_OBJECTS: dict[str, dict[str, str]] = {
+    "Billsync_Invoice__c": {
+        "Name": "string",
+        "Invoice_Number__c": "string",
+        "Account__c": "reference",
+        "Status__c": "picklist",
+        "Total__c": "currency",
+        "Amount_Paid__c": "currency",
+        "Amount_Due__c": "currency",
+        "Currency__c": "string",
+        "Issue_Date__c": "date",
+        "Due_Date__c": "date",
+        "Paid_On__c": "date",
+        "OwnerId": "reference",
+    },
+}
+
+#: Fields defined as "External ID" (unique): the only ones an upsert may match on.
+EXTERNAL_ID_FIELDS: dict[str, tuple[str, ...]] = {
+    "Billsync_Invoice__c": ("Invoice_Number__c",),
+}
+
+#: Restricted picklists: any other value is refused by the org (INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST).
+PICKLIST_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("Billsync_Invoice__c", "Status__c"): (
+        "Open",
+        "Partially Paid",
+        "Paid",
+        "Overdue",
+        "Void",
+        "Uncollectible",
+    ),
+}
+
 #: Suffix of fields and relationships an org defines itself; they cannot be checked offline.
 CUSTOM_SUFFIXES = ("__c", "__r")
 
 
 def object_fields(sobject: str) -> dict[str, str] | None:
-    """Every field of a standard object (system fields included), or None if billsync does not know it."""
-    fields = STANDARD_FIELDS.get(sobject)
+    """Every field of a known object (system fields included), or None if billsync does not know it."""
+    fields = STANDARD_FIELDS.get(sobject) or CUSTOM_OBJECTS.get(sobject)
     if fields is None:
         return None
     return {**SYSTEM_FIELDS, **fields}
 
 
+def open_suffixes(sobject: str) -> tuple[str, ...]:
+    """Field endings not checked offline on ``sobject``: none on billsync's own objects (every field is
+    known, so a misspelt ``Stauts__c`` is caught), ``__c``/``__r`` on standard objects."""
+    return () if sobject in CUSTOM_OBJECTS else CUSTOM_SUFFIXES
+
+
 def relationship_names(fields: dict[str, str]) -> set[str]:
-    """``AccountId`` (a reference) -> ``Account``: the names a dotted path like ``Account.Name`` starts with."""
-    return {name[:-2] for name, kind in fields.items() if kind == "reference" and name.endswith("Id")}
+    """``AccountId`` -> ``Account``, ``Account__c`` -> ``Account__r``: the names a dotted path starts with."""
+    names = {name[:-2] for name, kind in fields.items() if kind == "reference" and name.endswith("Id")}
+    names |= {
+        name[:-3] + "__r" for name, kind in fields.items() if kind == "reference" and name.endswith("__c")
+    }
+    return names

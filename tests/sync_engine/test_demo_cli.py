@@ -35,11 +35,14 @@ def test_demo_pushes_every_invoice_once_and_a_second_run_pushes_nothing(tmp_path
     assert first["duplicate_invoices_in_quickbooks"] == 0
     assert set(first["api_calls"]) == {"salesforce", "quickbooks", "erp"}
     assert first["invoices_in_erp"] == first["invoices_created"] and first["duplicate_invoices_in_erp"] == 0
+    assert first["invoice_statuses_in_crm"] == first["invoices_created"]
+    assert first["duplicate_invoice_statuses_in_crm"] == 0
     assert set(first["invoice_totals"]) == {"USD", "EUR"}
 
     # API budget: Salesforce one page per object (< 2,000 records each) + login;
     # QuickBooks one batch per 30 records of each entity + the token refresh.
-    assert first["api_calls"]["salesforce"] <= 5 + 1
+    # (+ the invoice statuses written back: sObject collections of up to 200 records)
+    assert first["api_calls"]["salesforce"] <= 5 + 1 + math.ceil(first["invoices_created"] / 200)
     pushed = first["pushed_to_quickbooks"]
     batches = sum(math.ceil(n / 30) for n in pushed.values())
     assert first["api_calls"]["quickbooks"] <= batches + 2

@@ -98,7 +98,7 @@ def test_good_file_loads_with_secrets_resolved_and_paths_absolute(
     assert settings.catalog == (tmp_path / "catalog.yaml").resolve()
     assert settings.database_url == f"sqlite:///{(workdir / 'billsync.db').resolve()}"
     assert settings.resolve_spec("specs/account.yaml") == (tmp_path / "specs/account.yaml").resolve()
-    assert settings.destinations[0].batch_size == 30
+    assert settings.destinations[0].batch_size is None  # the destination's own limit
     assert settings.billing.number_prefix == "INV-"
     assert settings.logging.format == "console"
 
@@ -205,10 +205,10 @@ def test_unquoted_number_where_text_is_expected_says_to_quote_it(tmp_path: Path)
 
 def test_out_of_range_reports_the_range(tmp_path: Path) -> None:
     text = GOOD.replace(
-        "      invoice: specs/invoice.yaml", "      invoice: specs/invoice.yaml\n    batch_size: 31"
+        "      invoice: specs/invoice.yaml", "      invoice: specs/invoice.yaml\n    batch_size: 201"
     )
     problem = only(problems(make_config(tmp_path, text)), "destinations[0].batch_size")
-    assert problem.allowed == "1..30"
+    assert problem.allowed == "1..200"
 
 
 def test_unknown_connection_type_lists_the_known_ones(tmp_path: Path) -> None:
@@ -226,7 +226,7 @@ def test_connection_references_are_checked(tmp_path: Path) -> None:
     stream = only(found, "streams[0].connection")
     assert "quickbooks connection" in stream.message and stream.allowed == "crm"
     destination = only(found, "destinations[0].connection")
-    assert "no connection named 'qbo'" in destination.message and destination.allowed == "books"
+    assert "no connection named 'qbo'" in destination.message and destination.allowed == "books, crm"
 
 
 def test_duplicate_stream_names_are_reported(tmp_path: Path) -> None:
