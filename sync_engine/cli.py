@@ -408,6 +408,9 @@ def resync(
         None, help="backfill the stream from this date/time (ISO 8601); the cursor does not move"
     ),
     whole: bool = typer.Option(False, "--all", help="the whole stream"),
+    related: bool = typer.Option(
+        False, "--related", help="with one customer: also its orders, their lines..."
+    ),
     by: str | None = ByOption,
     config: Path = ConfigOption,
 ) -> None:
@@ -416,10 +419,17 @@ def resync(
 
     from mappings.transforms import cast_datetime
     from sync_engine.push import push_destination
-    from sync_engine.support import resync_record, resync_stream
+    from sync_engine.support import resync_customer, resync_record, resync_stream
 
     runtime = _runtime(config)
     try:
+        if len(what) == 3 and related:
+            results = resync_customer(runtime, what[0], what[2], _who(by))
+            for destination in runtime.settings.destinations:
+                push_destination(runtime, destination)
+            for item in results:
+                typer.echo(f"resync {item.stream}: read {item.read}, written {item.written}")
+            return
         if len(what) == 3:
             result = resync_record(runtime, what[0], what[1], what[2], _who(by))
         elif len(what) == 1 and (since or whole):

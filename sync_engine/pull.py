@@ -87,8 +87,10 @@ def pull_stream(
         run_id = run.id
     if regular:
         since = cast_datetime(cursor, None) if cursor else None
+    connector = runtime.salesforce(stream.connection)
+    calls_before = connector.api_calls
     if pages is None:
-        pages = runtime.salesforce(stream.connection).pull_pages(spec.object, query_fields(spec), since)
+        pages = connector.pull_pages(spec.object, query_fields(spec), since)
 
     status, error = "ok", None
     try:
@@ -137,6 +139,7 @@ def pull_stream(
                 "unchanged": result.unchanged,
                 "dead_lettered": result.dead_lettered,
                 "pages": result.pages,
+                "api_calls": {stream.connection: connector.api_calls - calls_before},
             }
     return result
 

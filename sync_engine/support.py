@@ -7,14 +7,16 @@ Every replay and resync is a recorded run (``sync_runs``) naming who asked for i
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, update
 
+from connectors.salesforce.client import SalesforceConnector
+from mappings.spec import MappingSpec
 from sync_engine.invoicing import BILLING_STREAM, run_billing
-from sync_engine.pull import PullResult, pull_stream
+from sync_engine.pull import PullResult, pull_stream, query_fields
 from sync_engine.push import push_destination
 from sync_engine.runtime import Runtime
 from sync_engine.settings import StreamSettings
@@ -182,6 +184,68 @@ def resync_record(
     return pull_stream(
         runtime, stream, pages=[[record]], kind="resync", requested_by=requested_by, force=True
     )
+
+
+def resync_customer(
+    runtime: Runtime, connection: str, account_id: str, requested_by: str
+) -> list[PullResult]:
+    """One customer and everything that hangs off it (its orders, their lines...), read again and re-sent.
+
+    What "hangs off" comes from the specs: a stream whose spec looks up a resynced entity (an order's
+    ``customer_id`` from ``AccountId``) is read for those ids only; then the streams that look up
+    *its* entity, and so on. The cursors do not move.
+    """
+    account_stream = next(
+        (s for s in runtime.settings.streams if s.connection == connection and s.entity == "customer"), None
+    )
+    if account_stream is None:
+        raise ValueError(f"no customer stream reads from {connection}")
+    connector = runtime.salesforce(connection)
+    record = connector.get(account_stream.object, account_id)
+    results = [
+        pull_stream(
+            runtime, account_stream, pages=[[record]], kind="resync", requested_by=requested_by, force=True
+        )
+    ]
+    resynced: dict[str, set[str]] = {"customer": {account_id}}
+    pending = [s for s in runtime.settings.streams if s.connection == connection and s is not account_stream]
+    progress = True
+    while pending and progress:
+        progress = False
+        for stream in list(pending):
+            spec = runtime.spec(stream.mapping)
+            links = [rule.arg for rule in spec.rules if rule.source == "lookup" and rule.arg[0] in resynced]
+            if not links:
+                continue
+            pending.remove(stream)
+            progress = True
+            ref_entity, _, field = links[0]
+            ids = resynced[ref_entity]
+            seen: set[str] = set()
+
+            pages = _related(connector, spec, query_fields(spec), field, ids, seen)
+            results.append(
+                pull_stream(
+                    runtime, stream, pages=pages, kind="resync", requested_by=requested_by, force=True
+                )
+            )
+            resynced.setdefault(stream.entity, set()).update(seen)
+    return results
+
+
+def _related(
+    connector: SalesforceConnector,
+    spec: MappingSpec,
+    fields: list[str],
+    by: str,
+    values: set[str],
+    seen: set[str],
+) -> Iterator[list[dict[str, Any]]]:
+    """The records of ``spec.object`` whose ``by`` is one of ``values``; their ids go into ``seen``."""
+    key = spec.key or "Id"
+    for page in connector.related_pages(spec.object, fields, by, values):
+        seen.update(str(record[key]) for record in page)
+        yield page
 
 
 def resync_stream(

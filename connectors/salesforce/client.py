@@ -325,6 +325,33 @@ class SalesforceConnector:
                 return
             result = self._call(what, _next_page(result["nextRecordsUrl"], timeout))
 
+    def related_pages(
+        self, sobject: str, fields: Sequence[str], field: str, values: Collection[str]
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every record whose ``field`` (e.g. ``AccountId``) is one of ``values``, page by page.
+
+        For a resync of one customer and what hangs off it: one query per 200 values (SOQL's IN
+        list stays well under the query length limit), values escaped.
+        """
+        if not is_field_path(field):
+            raise ValueError(f"not a Salesforce field name: {field!r}")
+        base = build_pull_query(sobject, fields, None)
+        head, order = base.rsplit(" ORDER BY ", 1)
+        wanted = sorted(set(values))
+        timeout = self.settings.timeout_seconds
+        for start in range(0, len(wanted), 200):
+            in_list = ", ".join(soql_string(v) for v in wanted[start : start + 200])
+            soql = f"{head} WHERE {field} IN ({in_list}) ORDER BY {order}"
+            what = f"query {sobject} by {field}"
+            result = self._call(what, _query(soql, timeout))
+            while True:
+                records = [_strip_attributes(record) for record in result["records"]]
+                if records:
+                    yield records
+                if result.get("done", True):
+                    break
+                result = self._call(what, _next_page(result["nextRecordsUrl"], timeout))
+
     def pull(
         self, sobject: str, fields: Sequence[str], since: dt.datetime | None
     ) -> Iterator[dict[str, Any]]:

@@ -10,7 +10,14 @@ from typer.testing import CliRunner
 
 from sync_engine.cli import app
 from sync_engine.cycle import run_cycle
-from sync_engine.support import LetterFilter, find_letters, replay_letters, resync_record, status
+from sync_engine.support import (
+    LetterFilter,
+    find_letters,
+    replay_letters,
+    resync_customer,
+    resync_record,
+    status,
+)
 from tests.sync_engine.company import TODAY, Company
 
 pytestmark = pytest.mark.integration
@@ -96,3 +103,18 @@ def test_the_cli_lists_shows_and_discards_dead_letters(company: Company, db_url:
     assert json.loads(runner.invoke(app, ["dead-letters", "list", "--json", "-c", config]).output) == []
     runs = json.loads(runner.invoke(app, ["runs", "--json", "-c", config]).output)
     assert runs[0]["kind"] == "discard" and runs[0]["counts"]["requested_by"] == "ann"
+
+
+def test_resyncing_a_customer_brings_its_orders_and_lines_in_three_calls(company: Company) -> None:
+    from collections import Counter
+
+    run_cycle(company.runtime, as_of=TODAY)
+    orders = company.sf.records("Order")
+    account_id = Counter(o["AccountId"] for o in orders).most_common(1)[0][0]
+    own_orders = {o["Id"] for o in orders if o["AccountId"] == account_id}
+    own_lines = [i for i in company.sf.records("OrderItem") if i["OrderId"] in own_orders]
+    before = company.sf.calls
+    results = resync_customer(company.runtime, "salesforce", account_id, "support@example.com")
+    read = {r.stream: r.read for r in results}
+    assert read == {"sf-account": 1, "sf-order": len(own_orders), "sf-orderitem": len(own_lines)}
+    assert company.sf.calls - before == 3  # the account, its orders, their lines
