@@ -1,5 +1,11 @@
 """The product catalog: what can be sold, how it is billed, and its list price per currency.
 
+A product is priced in one of two ways: the short form (``billing_model`` one_time or recurring
+month/year + ``prices: {CUR: amount}``), or a ``price:`` block in exactly the format of a pricing
+scenario's ``prices:`` entries (parsed by the same ``billing.parsing.parse_price``), which reaches
+every model the engine has: usage, installments, any interval, billing timing and proration. Optional
+``taxes:`` are the rates a product's ``tax:`` may name; ``Catalog.taxes`` hands them to ``generate``.
+
 ``Catalog.from_dict`` takes the already-parsed YAML (billing does no I/O) and reports *every*
 problem at once with its key path, because an IT admin fixing ``catalog.yaml`` should not have to
 re-run once per typo. Floats are refused: YAML reads ``49.90`` as a binary float, which is not the
@@ -9,12 +15,15 @@ amount that was written, so amounts must be quoted strings (``"49.90"``) or whol
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Final, Literal, get_args
 
 from billing.money import CURRENCIES, Currency, Money
+from billing.parsing import Reader, check_tax, parse_price, parse_taxes
+from billing.pricing import PriceSpec
+from billing.tax import TaxRate
 
 __all__ = [
     "BillingModel",
@@ -36,8 +45,9 @@ INTERVALS: Final[tuple[str, ...]] = get_args(Interval)
 _MAX_INTEGER_DIGITS: Final = 15
 _MAX_DECIMAL_PLACES: Final = 10
 
-_TOP_KEYS: Final = frozenset({"version", "products"})
-_PRODUCT_KEYS: Final = frozenset({"code", "name", "billing_model", "interval", "interval_count", "prices"})
+_TOP_KEYS: Final = frozenset({"version", "products", "taxes"})
+_SHORT_KEYS: Final = frozenset({"billing_model", "interval", "interval_count", "prices"})
+_PRODUCT_KEYS: Final = _SHORT_KEYS | {"code", "name", "price", "tax", "tax_code"}
 
 
 class CatalogError(ValueError):
@@ -105,25 +115,79 @@ class Price:
 
 @dataclass(frozen=True, slots=True)
 class Product:
-    """A sellable item: its catalog code, the name printed on invoices, and its price."""
+    """A sellable item: its catalog code, the name printed on invoices, and its price.
+
+    Exactly one of ``price`` (the short one_time/recurring form) and ``price_block`` (engine prices
+    from a ``price:`` block, one per currency) is set. ``tax``/``tax_code`` apply to every price of
+    the product that does not name its own; ``specs`` is what the engine bills with.
+    """
 
     code: str
     name: str
-    price: Price
+    price: Price | None = None
+    price_block: tuple[PriceSpec, ...] = ()
+    tax: str | None = None
+    tax_code: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.price is None) == (not self.price_block):
+            raise ValueError(f"product {self.code!r}: give either price or price_block, not both or neither")
+        currencies: set[str] = set()
+        for spec in self.price_block:
+            if spec.id != self.code:
+                raise ValueError(f"product {self.code!r}: its price id must be the code, got {spec.id!r}")
+            if spec.currency.code in currencies:
+                raise ValueError(f"product {self.code!r}: two prices in {spec.currency.code}")
+            currencies.add(spec.currency.code)
+
+    @property
+    def specs(self) -> tuple[PriceSpec, ...]:
+        """The engine's prices (id = product code), one per currency, with the product's tax applied."""
+        if self.price is None:
+            specs = self.price_block
+        else:
+            recurring = self.price.billing_model == "recurring"
+            specs = tuple(
+                PriceSpec(
+                    id=self.code,
+                    currency=Currency.of(code),
+                    model="recurring" if recurring else "one_time",
+                    amount=amount,
+                    name=self.name,
+                    interval=self.price.interval if recurring else None,
+                    interval_count=self.price.interval_count,
+                )
+                for code, amount in self.price.amounts.items()
+            )
+        return tuple(
+            replace(spec, tax=spec.tax or self.tax, tax_code=spec.tax_code or self.tax_code) for spec in specs
+        )
 
 
 class Catalog:
-    """An immutable set of products looked up by code."""
+    """An immutable set of products looked up by code, and the tax rates they may name."""
 
-    __slots__ = ("_products",)
+    __slots__ = ("_products", "_taxes")
 
-    def __init__(self, products: Iterable[Product]) -> None:
+    def __init__(self, products: Iterable[Product], taxes: Iterable[TaxRate] = ()) -> None:
+        self._taxes: tuple[TaxRate, ...] = tuple(taxes)
+        tax_ids = {t.id for t in self._taxes}
+        if len(tax_ids) < len(self._taxes):
+            raise ValueError("duplicate tax rate id")
         by_code: dict[str, Product] = {}
         for product in products:
             if product.code in by_code:
                 raise ValueError(f"duplicate product code {product.code!r}")
+            for spec in product.specs:
+                if spec.tax is not None and spec.tax not in tax_ids:
+                    raise ValueError(f"product {product.code!r} names unknown tax rate {spec.tax!r}")
             by_code[product.code] = product
         self._products: Mapping[str, Product] = MappingProxyType(by_code)
+
+    @property
+    def taxes(self) -> tuple[TaxRate, ...]:
+        """The catalog's tax rates, for ``generate(taxes=...)``."""
+        return self._taxes
 
     def get(self, code: str) -> Product:
         """The product with ``code``; raises ``UnknownProductError`` (a KeyError) if there is none."""
@@ -153,6 +217,8 @@ class Catalog:
             raise CatalogError([f"<root>: expected a mapping with a 'products' list, got {_kind(data)}"])
         for key in sorted(set(map(str, data)) - _TOP_KEYS):
             problems.append(f"{key}: unknown key; allowed: {', '.join(sorted(_TOP_KEYS))}")
+        taxes = parse_taxes(Reader(problems, data))
+        tax_ids = {t.id for t in taxes}
         raw_products = data.get("products")
         if not isinstance(raw_products, list):
             problems.append(f"products: expected a list of products, got {_kind(raw_products)}")
@@ -160,7 +226,7 @@ class Catalog:
         first_index: dict[str, int] = {}
         for index, raw in enumerate(raw_products):
             path = f"products[{index}]"
-            product = _parse_product(raw, path, problems)
+            product = _parse_product(raw, path, problems, tax_ids)
             if product is None:
                 continue
             if product.code in first_index:
@@ -173,14 +239,14 @@ class Catalog:
             products.append(product)
         if problems:
             raise CatalogError(problems)
-        return cls(products)
+        return cls(products, taxes)
 
 
 def _kind(value: object) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
-def _parse_product(raw: object, path: str, problems: list[str]) -> Product | None:
+def _parse_product(raw: object, path: str, problems: list[str], tax_ids: set[str]) -> Product | None:
     """Parse one product entry, appending every problem found; None if any was found."""
     if not isinstance(raw, Mapping):
         problems.append(f"{path}: expected a mapping, got {_kind(raw)}")
@@ -197,10 +263,74 @@ def _parse_product(raw: object, path: str, problems: list[str]) -> Product | Non
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         problems.append(f"{path}.name: required, a non-empty string (got {_kind(name)})")
+    reader = Reader(problems, raw, path)
+    tax = reader.optional_text("tax")
+    check_tax(reader, tax, tax_ids)
+    tax_code = reader.optional_text("tax_code")
 
+    if "price" in raw:
+        price = None
+        block = _parse_price_block(reader, code if isinstance(code, str) else "", tax_ids)
+    else:
+        price = _parse_short_price(raw, path, problems)
+        block = ()
+
+    if len(problems) > before:
+        return None
+    # Every check above passed, so the narrowing below only restates what was validated.
+    assert isinstance(code, str) and isinstance(name, str)
+    return Product(code, name.strip(), price, block, tax, tax_code)
+
+
+def _parse_price_block(product: Reader, code: str, tax_ids: set[str]) -> tuple[PriceSpec, ...]:
+    """A ``price:`` block: one scenario-format price entry, or a list of them (one per currency).
+
+    ``id`` may be left out (it is the product code) and ``name`` defaults to the product's.
+    """
+    for key in sorted(_SHORT_KEYS & set(map(str, product.data))):
+        product.problem(key, "remove it: a product with a price: block takes its billing from there")
+    raw = product.data["price"]
+    if isinstance(raw, Mapping):
+        entries = [Reader(product.problems, raw, product.at("price"))]
+    elif isinstance(raw, list) and raw:
+        entries = product.items("price")
+    else:
+        product.problem(
+            "price",
+            f"expected a price mapping or a non-empty list of them (one per currency), got {_kind(raw)}",
+        )
+        return ()
+    specs: list[PriceSpec] = []
+    first_at: dict[str, str] = {}
+    for entry in entries:
+        data = dict(entry.data)
+        if data.get("id", code) != code:
+            entry.problem("id", f"must be the product code {code!r}, or left out (got {data['id']!r})")
+        data["id"] = code or "?"  # a missing code is already a problem of the product
+        data.setdefault("name", product.data.get("name"))
+        spec = parse_price(Reader(entry.problems, data, entry.path), None)
+        if spec is None or not check_tax(entry, spec.tax, tax_ids):
+            continue
+        if spec.currency.code in first_at:
+            entry.problem(
+                "currency",
+                f"a second price in {spec.currency.code} (first at {first_at[spec.currency.code]})",
+            )
+            continue
+        first_at[spec.currency.code] = entry.path
+        specs.append(spec)
+    return tuple(specs)
+
+
+def _parse_short_price(raw: Mapping[str, object], path: str, problems: list[str]) -> Price | None:
+    """The short form: ``billing_model`` one_time or recurring (month/year) + ``prices: {CUR: amount}``."""
+    before = len(problems)
     model = raw.get("billing_model")
     if model not in BILLING_MODELS:
-        problems.append(f"{path}.billing_model: must be one of {', '.join(BILLING_MODELS)} (got {model!r})")
+        problems.append(
+            f"{path}.billing_model: must be one of {', '.join(BILLING_MODELS)} (got {model!r}); "
+            "for usage, installment or other intervals write a price: block instead"
+        )
     interval = raw.get("interval")
     count = raw.get("interval_count", 1)
     if model == "recurring":
@@ -217,18 +347,14 @@ def _parse_product(raw: object, path: str, problems: list[str]) -> Product | Non
             problems.append(f"{path}.interval_count: a one_time product has no interval_count; remove it")
 
     amounts = _parse_prices(raw.get("prices"), f"{path}.prices", problems)
-
     if len(problems) > before:
         return None
-    # Every check above passed, so the narrowing below only restates what was validated.
-    assert isinstance(code, str) and isinstance(name, str) and isinstance(count, int)
+    assert isinstance(count, int)
     if model == "recurring":
-        price = Price(
+        return Price(
             "recurring", amounts, interval="month" if interval == "month" else "year", interval_count=count
         )
-    else:
-        price = Price("one_time", amounts)
-    return Product(code=code, name=name.strip(), price=price)
+    return Price("one_time", amounts)
 
 
 def _parse_prices(raw: object, path: str, problems: list[str]) -> dict[str, Decimal]:

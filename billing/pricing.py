@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from types import MappingProxyType
-from typing import Final, Literal, cast, get_args
+from typing import TYPE_CHECKING, Final, Literal, cast, get_args
 
-from billing.catalog import Catalog
 from billing.explain import TierUse
 from billing.money import Currency
 from billing.periods import DAY_COUNTS, UNITS, DayCount, Unit
+
+if TYPE_CHECKING:  # the catalog builds PriceSpecs, so it imports this module
+    from billing.catalog import Catalog
 
 __all__ = [
     "AGGREGATIONS",
@@ -259,23 +261,8 @@ class PriceBook:
 
     @classmethod
     def from_catalog(cls, catalog: Catalog) -> PriceBook:
-        """The foundation catalog's products as prices: id = product code, one spec per currency."""
-        specs: list[PriceSpec] = []
-        for product in catalog:
-            for code, amount in product.price.amounts.items():
-                recurring = product.price.billing_model == "recurring"
-                specs.append(
-                    PriceSpec(
-                        id=product.code,
-                        currency=Currency.of(code),
-                        model="recurring" if recurring else "one_time",
-                        amount=amount,
-                        name=product.name,
-                        interval=product.price.interval if recurring else None,
-                        interval_count=product.price.interval_count,
-                    )
-                )
-        return cls(specs)
+        """Every catalog product's prices: id = product code, one spec per currency."""
+        return cls(spec for product in catalog for spec in product.specs)
 
 
 @dataclass(frozen=True, slots=True)

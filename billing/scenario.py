@@ -7,26 +7,35 @@ float, which is not the amount that was written, so amounts are quoted (``"24.95
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
-from typing import Any, Final, ParamSpec, TypeVar, cast
+from decimal import Decimal
+from typing import Any, Final, cast
 
 from billing.discounts import DISCOUNT_DURATIONS, DISCOUNT_KINDS, Discount
 from billing.engine import BillingSettings, Change, GenerationResult, Subscription, generate
 from billing.lifecycle import finalize
 from billing.model import Customer, Invoice, Order, OrderLine
-from billing.money import CURRENCIES, Currency, Money
+from billing.money import Currency, Money
 from billing.numbering import NumberSeries
-from billing.periods import DAY_COUNTS, UNITS, Anchor
-from billing.pricing import AGGREGATIONS, CHARGES, MODELS, TIMINGS, PriceSpec, Tier, UsageRecord
+from billing.parsing import (
+    Reader,
+    build,
+    check_tax,
+    kind,
+    parse_currency,
+    parse_list,
+    parse_price,
+    parse_taxes,
+    parse_text,
+)
+from billing.periods import Anchor
+from billing.pricing import PriceSpec, UsageRecord
 from billing.tax import TAX_ROUNDINGS, TaxRate
 
 __all__ = ["Scenario", "ScenarioError", "invoices_json", "parse_scenario", "run_scenario"]
 
-T = TypeVar("T")
-P = ParamSpec("P")
 _TOP: Final = frozenset(
     {
         "as_of", "currency", "taxes", "prices", "customers", "subscriptions", "orders", "usage",
@@ -59,146 +68,6 @@ class Scenario:
     series: NumberSeries = NumberSeries("preview", "INV-", 6)
 
 
-@dataclass
-class _Reader:
-    """Typed access to one mapping, recording problems instead of raising."""
-
-    problems: list[str]
-    data: Mapping[str, Any] = field(default_factory=dict)
-    path: str = ""
-
-    def at(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def problem(self, key: str, message: str) -> None:
-        self.problems.append(f"{self.at(key)}: {message}")
-
-    def keys(self, allowed: Iterable[str]) -> None:
-        allowed = frozenset(allowed)
-        for key in sorted(map(str, self.data)):
-            if key not in allowed:
-                self.problem(key, f"unknown key; allowed: {', '.join(sorted(allowed))}")
-
-    def get(self, key: str, parse: Callable[[object], T], default: T, required: bool = False) -> T:
-        if key not in self.data or self.data[key] is None:
-            if required:
-                self.problem(key, "required")
-            return default
-        try:
-            return parse(self.data[key])
-        except (TypeError, ValueError) as exc:
-            self.problem(key, str(exc))
-            return default
-
-    def text(self, key: str, default: str = "", required: bool = False) -> str:
-        return self.get(key, _text, default, required)
-
-    def optional_text(self, key: str) -> str | None:
-        return self.get(key, _text, None)
-
-    def decimal(self, key: str, default: Decimal = Decimal(0), required: bool = False) -> Decimal:
-        return self.get(key, _decimal, default, required)
-
-    def optional_decimal(self, key: str) -> Decimal | None:
-        return self.get(key, _decimal, None)
-
-    def integer(self, key: str, default: int) -> int:
-        return self.get(key, _integer, default)
-
-    def optional_integer(self, key: str) -> int | None:
-        return self.get(key, _integer, None)
-
-    def flag(self, key: str, default: bool = False) -> bool:
-        return self.get(key, _flag, default)
-
-    def day(self, key: str, required: bool = False) -> date | None:
-        return self.get(key, _date, None, required)
-
-    def choice(self, key: str, options: Sequence[str], default: str, required: bool = False) -> str:
-        def parse(value: object) -> str:
-            if value not in options:
-                raise ValueError(f"must be one of {', '.join(options)} (got {value!r})")
-            return str(value)
-
-        return self.get(key, parse, default, required)
-
-    def items(self, key: str, required: bool = False) -> list[_Reader]:
-        raw = self.data.get(key)
-        if raw is None:
-            if required:
-                self.problem(key, "required, a list")
-            return []
-        if not isinstance(raw, list):
-            self.problem(key, f"expected a list, got {_kind(raw)}")
-            return []
-        readers: list[_Reader] = []
-        for index, item in enumerate(raw):
-            where = f"{self.at(key)}[{index}]"
-            if not isinstance(item, Mapping):
-                self.problems.append(f"{where}: expected a mapping, got {_kind(item)}")
-                continue
-            readers.append(_Reader(self.problems, item, where))
-        return readers
-
-    def mapping(self, key: str) -> _Reader:
-        raw = self.data.get(key)
-        if raw is not None and not isinstance(raw, Mapping):
-            self.problem(key, f"expected a mapping, got {_kind(raw)}")
-            raw = None
-        return _Reader(self.problems, raw or {}, self.at(key))
-
-
-def _kind(value: object) -> str:
-    return "nothing" if value is None else type(value).__name__
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"expected a non-empty string, got {_kind(value)}")
-    return value.strip()
-
-
-def _decimal(value: object) -> Decimal:
-    if isinstance(value, float):
-        raise ValueError(
-            f'{value!r} was read as a float, which cannot hold money exactly; quote it: "{value}"'
-        )
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f'expected a quoted decimal such as "24.95", got {_kind(value)}')
-    try:
-        result = Decimal(value.strip() if isinstance(value, str) else value)
-    except InvalidOperation:
-        raise ValueError(f"not a decimal number: {value!r}") from None
-    if not result.is_finite() or abs(result) >= Decimal("1e15"):
-        raise ValueError(f"not a usable amount: {value!r}")
-    return result
-
-
-def _integer(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"expected a whole number, got {value!r}")
-    return value
-
-
-def _flag(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
-
-
-def _date(value: object) -> date:
-    if isinstance(value, datetime):
-        raise ValueError(f"expected a date (YYYY-MM-DD), got a timestamp {value.isoformat()}")
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            pass
-    raise ValueError(f"expected a date YYYY-MM-DD, got {value!r}")
-
-
 def _timestamp(value: object) -> datetime:
     if isinstance(value, datetime):
         stamp = value
@@ -212,19 +81,13 @@ def _timestamp(value: object) -> datetime:
                 f"expected an ISO 8601 timestamp such as 2021-09-20T10:00:00Z, got {value!r}"
             ) from None
     else:
-        raise ValueError(f"expected an ISO 8601 timestamp, got {_kind(value)}")
+        raise ValueError(f"expected an ISO 8601 timestamp, got {kind(value)}")
     return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
-
-
-def _currency(value: object) -> Currency:
-    if not isinstance(value, str) or value.strip().upper() not in CURRENCIES:
-        raise ValueError(f"unknown currency {value!r}; use an ISO 4217 code such as USD")
-    return Currency.of(value)
 
 
 def _label(value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(f"expected a string or whole number, got {_kind(value)}")
+        raise ValueError(f"expected a string or whole number, got {kind(value)}")
     return str(value)
 
 
@@ -236,78 +99,8 @@ def _anchor(value: object) -> Anchor:
     raise ValueError(f"expected anniversary, calendar or a bill-cycle day 1-31, got {value!r}")
 
 
-_PRICE_KEYS: Final = frozenset(
-    {
-        "id", "model", "amount", "name", "currency", "interval", "interval_count", "billing", "proration",
-        "charge", "aggregation", "tiers", "package_size", "package_rounding", "free_units", "free_amount",
-        "rate", "fixed_fee", "minimum", "installments", "schedule", "tax", "tax_code",
-    }
-)  # fmt: skip
-
-
-def _price(r: _Reader, currency: Currency) -> PriceSpec | None:
-    r.keys(_PRICE_KEYS)
-    before = len(r.problems)
-    tiers: list[Tier] = []
-    for t in r.items("tiers"):
-        t.keys({"up_to", "unit_amount", "flat_amount"})
-        tiers.append(Tier(t.optional_decimal("up_to"), t.decimal("unit_amount"), t.decimal("flat_amount")))
-    schedule: tuple[Decimal, ...] = r.get("schedule", _decimals, ())
-    values: dict[str, Any] = {
-        "id": r.text("id", required=True),
-        "currency": r.get("currency", _currency, currency),
-        "model": r.choice("model", MODELS, "", required=True),
-        "amount": r.decimal("amount"),
-        "name": r.text("name"),
-        "interval": r.choice("interval", UNITS, "") or None,
-        "interval_count": r.integer("interval_count", 1),
-        "billing": r.choice("billing", TIMINGS, "in_advance"),
-        "proration": r.choice("proration", DAY_COUNTS, "actual_days"),
-        "charge": r.choice("charge", CHARGES, "per_unit"),
-        "aggregation": r.choice("aggregation", AGGREGATIONS, "sum"),
-        "tiers": tuple(tiers),
-        "package_size": r.decimal("package_size", Decimal(1)),
-        "package_rounding": r.choice("package_rounding", ("up", "down"), "up"),
-        "free_units": r.decimal("free_units"),
-        "free_amount": r.decimal("free_amount"),
-        "rate": r.decimal("rate"),
-        "fixed_fee": r.decimal("fixed_fee"),
-        "minimum": r.optional_decimal("minimum"),
-        "installments": r.integer("installments", 1),
-        "schedule": schedule,
-        "tax": r.optional_text("tax"),
-        "tax_code": r.optional_text("tax_code"),
-    }
-    if len(r.problems) > before:
-        return None
-    try:
-        return PriceSpec(**values)
-    except ValueError as exc:
-        r.problems.append(f"{r.path}.{exc}")
-        return None
-
-
-def _list(value: object) -> list[object]:
-    if not isinstance(value, list):
-        raise ValueError(f"expected a list, got {_kind(value)}")
-    return value
-
-
-def _decimals(value: object) -> tuple[Decimal, ...]:
-    return tuple(_decimal(item) for item in _list(value))
-
-
 def _texts(value: object) -> list[str]:
-    return [_text(item) for item in _list(value)]
-
-
-def _build(r: _Reader, make: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
-    """Construct a value whose own checks may still refuse it (ValueError -> a problem)."""
-    try:
-        return make(*args, **kwargs)
-    except ValueError as exc:
-        r.problems.append(f"{r.path}: {exc}")
-        return None
+    return [parse_text(item) for item in parse_list(value)]
 
 
 def parse_scenario(data: object) -> Scenario:
@@ -315,12 +108,12 @@ def parse_scenario(data: object) -> Scenario:
     problems: list[str] = []
     if not isinstance(data, Mapping):
         raise ScenarioError(
-            [f"<root>: expected a mapping with as_of, prices, customers..., got {_kind(data)}"]
+            [f"<root>: expected a mapping with as_of, prices, customers..., got {kind(data)}"]
         )
-    root = _Reader(problems, data)
+    root = Reader(problems, data)
     root.keys(_TOP)
     as_of = root.day("as_of", required=True)
-    currency = root.get("currency", _currency, Currency.of("USD"), required=True)
+    currency = root.get("currency", parse_currency, Currency.of("USD"), required=True)
 
     settings_r = root.mapping("settings")
     settings_r.keys({"tax_rounding", "line_rounding", "grouping"})
@@ -331,31 +124,17 @@ def parse_scenario(data: object) -> Scenario:
     )
     series_r = root.mapping("series")
     series_r.keys({"prefix", "width"})
-    series = _build(
+    series = build(
         series_r, NumberSeries, "preview", series_r.text("prefix", "INV-"), series_r.integer("width", 6)
     ) or NumberSeries("preview", "INV-", 6)
 
-    taxes: list[TaxRate] = []
-    for r in root.items("taxes"):
-        r.keys({"id", "rate", "inclusive", "name", "jurisdiction", "tax_code"})
-        tax = _build(
-            r,
-            TaxRate,
-            id=r.text("id", required=True),
-            rate=r.decimal("rate", required=True),
-            inclusive=r.flag("inclusive"),
-            name=r.text("name"),
-            jurisdiction=r.optional_text("jurisdiction"),
-            tax_code=r.optional_text("tax_code"),
-        )
-        if tax is not None:
-            taxes.append(tax)
+    taxes = parse_taxes(root)
     tax_ids = {t.id for t in taxes}
 
     discounts: list[Discount] = []
     for r in root.items("discounts"):
         r.keys({"id", "kind", "value", "duration", "periods", "currency", "prices"})
-        discount = _build(
+        discount = build(
             r,
             Discount,
             id=r.text("id", required=True),
@@ -373,26 +152,23 @@ def parse_scenario(data: object) -> Scenario:
 
     prices: list[PriceSpec] = []
     for r in root.items("prices", required=True):
-        price = _price(r, currency)
+        price = parse_price(r, currency)
         if price is None:
             continue
         if any((p.id, p.currency) == (price.id, price.currency) for p in prices):
             r.problem("id", f"duplicate price {price.id!r} in {price.currency.code}")
             continue
-        if price.tax is not None and price.tax not in tax_ids:
-            r.problem(
-                "tax", f"unknown tax rate {price.tax!r}; defined: {', '.join(sorted(tax_ids)) or 'none'}"
-            )
+        check_tax(r, price.tax, tax_ids)
         prices.append(price)
     price_ids = {p.id for p in prices}
 
-    def known_price(r: _Reader, key: str = "price") -> str:
+    def known_price(r: Reader, key: str = "price") -> str:
         value = r.text(key, required=True)
         if value and value not in price_ids:
             r.problem(key, f"unknown price {value!r}; defined: {', '.join(sorted(price_ids))}")
         return value
 
-    def known_discounts(r: _Reader) -> tuple[str, ...]:
+    def known_discounts(r: Reader) -> tuple[str, ...]:
         ids = tuple(r.get("discounts", _texts, list[str]()))
         for missing in sorted(set(ids) - discount_ids):
             r.problem("discounts", f"unknown discount {missing!r}")
@@ -405,11 +181,11 @@ def parse_scenario(data: object) -> Scenario:
         if any(c.id == cid for c in customers):
             r.problem("id", f"duplicate customer {cid!r}")
             continue
-        customer = _build(
+        customer = build(
             r,
             Customer,
             id=cid,
-            currency=r.get("currency", _currency, currency).code,
+            currency=r.get("currency", parse_currency, currency).code,
             payment_terms_days=r.integer("payment_terms_days", 30),
             bill_cycle_day=r.optional_integer("bill_cycle_day"),
             tax_exempt=r.flag("tax_exempt"),
@@ -419,7 +195,7 @@ def parse_scenario(data: object) -> Scenario:
             customers.append(customer)
     customer_ids = {c.id for c in customers}
 
-    def known_customer(r: _Reader) -> str:
+    def known_customer(r: Reader) -> str:
         value = r.text("customer", required=True)
         if value and value not in customer_ids:
             r.problem("customer", f"unknown customer {value!r}; defined: {', '.join(sorted(customer_ids))}")
@@ -449,7 +225,7 @@ def parse_scenario(data: object) -> Scenario:
                     at_period_end=c.flag("at_period_end"),
                 )
             )
-        sub_currency = r.get("currency", _currency, None)
+        sub_currency = r.get("currency", parse_currency, None)
         subscriptions.append(
             Subscription(
                 id=r.text("id") or f"sub-{index + 1}",
@@ -486,7 +262,7 @@ def parse_scenario(data: object) -> Scenario:
                     description=line.optional_text("description"),
                 )
             )
-        order_currency = r.get("currency", _currency, None)
+        order_currency = r.get("currency", parse_currency, None)
         orders.append(
             Order(
                 id=order_id,
@@ -502,7 +278,7 @@ def parse_scenario(data: object) -> Scenario:
     usage: list[UsageRecord] = []
     for r in root.items("usage"):
         r.keys({"customer", "price", "quantity", "timestamp", "value", "id"})
-        record = _build(
+        record = build(
             r,
             UsageRecord,
             customer_id=known_customer(r),

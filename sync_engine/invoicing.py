@@ -200,6 +200,7 @@ def run_billing(
             prices=prices,
             orders=orders,
             already_billed=already,
+            taxes=runtime.catalog().taxes,
             settings=ENGINE_SETTINGS,
         )
         _record_problems(session, outcome.problems, orders)

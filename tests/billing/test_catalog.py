@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -8,7 +9,11 @@ import pytest
 import yaml
 
 from billing.catalog import Catalog, CatalogError, Price, Product, UnknownProductError
+from billing.engine import generate
+from billing.model import Customer, Invoice, Order, OrderLine
 from billing.money import Currency, Money
+from billing.pricing import PriceBook, PriceSpec, UsageRecord
+from billing.tax import TaxRate
 
 CATALOG_YAML = Path(__file__).resolve().parents[2] / "config" / "catalog.yaml"
 
@@ -46,6 +51,7 @@ def test_shipped_catalog_loads_with_the_demo_products() -> None:
             dict(p.price.amounts),
         )
         for p in catalog
+        if p.price is not None
     }
     assert summary == {
         "SETUP-FEE": (
@@ -95,9 +101,19 @@ def test_shipped_catalog_loads_with_the_demo_products() -> None:
 
 def test_shipped_catalog_quotes_every_amount() -> None:
     """A float that happens to parse exactly today would still teach admins the wrong habit."""
+
+    def floats(value: object) -> list[object]:
+        if isinstance(value, dict):
+            return [f for v in value.values() for f in floats(v)]
+        if isinstance(value, list):
+            return [f for v in value for f in floats(v)]
+        return [value] if isinstance(value, float) else []
+
     data = yaml.safe_load(CATALOG_YAML.read_text())
     for product in data["products"]:
-        assert all(isinstance(v, str) for v in product["prices"].values()), product["code"]
+        assert not floats(product), product["code"]
+        if "prices" in product:
+            assert all(isinstance(v, str) for v in product["prices"].values()), product["code"]
 
 
 # --- lookups ----------------------------------------------------------------------------------
@@ -172,10 +188,11 @@ def test_every_problem_is_listed_with_its_key_path() -> None:
     }
     problems = _problems(data)
     assert problems == (
-        "prodcuts: unknown key; allowed: products, version",
+        "prodcuts: unknown key; allowed: products, taxes, version",
         "products[1].code: required, a non-empty string (got str)",
         "products[1].name: required, a non-empty string (got nothing)",
-        "products[2].billing_model: must be one of one_time, recurring (got 'usage')",
+        "products[2].billing_model: must be one of one_time, recurring (got 'usage'); "
+        "for usage, installment or other intervals write a price: block instead",
         "products[3].interval: a recurring product needs one of month, year (got 'week')",
         "products[3].interval_count: must be a whole number >= 1 (got 0)",
         "products[4].prices.EUR: not a decimal amount: '12,50'; write it like \"49.00\"",
@@ -185,7 +202,8 @@ def test_every_problem_is_listed_with_its_key_path() -> None:
         "products[5].interval: a one_time product has no interval; remove it",
         "products[5].interval_count: a one_time product has no interval_count; remove it",
         'products[5].prices: required, a mapping of currency code to amount, e.g. USD: "49.00" (got dict)',
-        "products[6].extra: unknown key; allowed: billing_model, code, interval, interval_count, name, prices",
+        "products[6].extra: unknown key; allowed: billing_model, code, interval, interval_count, name, "
+        "price, prices, tax, tax_code",
         "products[7]: expected a mapping, got str",
     )
     # The message a user sees lists every problem, too.
@@ -218,3 +236,210 @@ def test_wrong_shapes(data: Any, problem: str) -> None:
 def test_non_finite_or_absurd_amounts_are_rejected(amount: str) -> None:
     problems = _problems({"products": [_product(prices={"EUR": amount})]})
     assert len(problems) == 1 and problems[0].startswith("products[0].prices.EUR: not a decimal amount")
+
+
+# --- price: blocks (the scenario price format) ------------------------------------------------
+
+D = Decimal
+
+
+def _shipped() -> Catalog:
+    return Catalog.from_dict(yaml.safe_load(CATALOG_YAML.read_text()))
+
+
+def _bill(catalog: Catalog, as_of: date, **inputs: Any) -> list[Invoice]:
+    result = generate(
+        as_of=as_of,
+        customers=[Customer("acme", "USD")],
+        prices=PriceBook.from_catalog(catalog),
+        taxes=catalog.taxes,
+        **inputs,
+    )
+    assert list(result.problems) == []
+    return sorted(result.invoices, key=lambda inv: inv.issue_date)
+
+
+def test_shipped_api_calls_are_billed_on_graduated_tiers() -> None:
+    usage = [
+        UsageRecord("acme", "API-CALLS", datetime(2026, 1, 10, tzinfo=UTC), D(20000)),
+        UsageRecord("acme", "API-CALLS", datetime(2026, 1, 20, tzinfo=UTC), D(5000)),
+    ]
+    [invoice] = _bill(_shipped(), date(2026, 2, 1), usage=usage)
+    # 10,000 x 0.0020 + 15,000 x 0.0015
+    assert [(line.product_code, line.amount) for line in invoice.lines] == [
+        ("API-CALLS", Money("42.50", "USD"))
+    ]
+    eur = PriceBook.from_catalog(_shipped()).get("API-CALLS", Currency.of("EUR"))
+    assert eur is not None and (eur.charge, eur.aggregation, eur.name) == ("graduated", "sum", "API calls")
+
+
+def test_shipped_hardware_kit_is_invoiced_in_three_monthly_installments() -> None:
+    order = Order("o1", "acme", "USD", date(2026, 1, 5), None, (OrderLine("l1", "HARDWARE-KIT", D(1), None),))
+    invoices = _bill(_shipped(), date(2026, 12, 31), orders=[order])
+    assert [(inv.issue_date, inv.total) for inv in invoices] == [
+        (date(2026, 1, 5), Money("333.33", "USD")),
+        (date(2026, 2, 5), Money("333.33", "USD")),
+        (date(2026, 3, 5), Money("333.34", "USD")),
+    ]
+    eur = PriceBook.from_catalog(_shipped()).get("HARDWARE-KIT", Currency.of("EUR"))
+    assert eur is not None and (eur.amount, eur.installments) == (D("920.00"), 3)
+
+
+def test_a_single_price_mapping_reaches_every_recurring_setting() -> None:
+    catalog = Catalog.from_dict(
+        {
+            "products": [
+                {
+                    "code": "Q",
+                    "name": "Quarterly",
+                    "price": {
+                        "currency": "EUR",
+                        "model": "recurring",
+                        "amount": "30",
+                        "interval": "quarter",
+                        "billing": "in_arrears",
+                        "proration": "none",
+                        "name": "Quarterly service",
+                    },
+                }
+            ]
+        }
+    )
+    [spec] = PriceBook.from_catalog(catalog)
+    assert (spec.id, spec.currency.code, spec.interval, spec.billing, spec.proration, spec.label) == (
+        "Q",
+        "EUR",
+        "quarter",
+        "in_arrears",
+        "none",
+        "Quarterly service",
+    )
+    assert catalog.get("Q").price is None and catalog.taxes == ()
+
+
+def test_taxes_are_exposed_and_a_products_tax_applies_to_its_prices() -> None:
+    catalog = Catalog.from_dict(
+        {
+            "taxes": [{"id": "vat20", "rate": "20"}, {"id": "vat5", "rate": "5"}],
+            "products": [
+                _product(code="SHORT", tax="vat20", tax_code="std"),
+                {
+                    "code": "BLOCK",
+                    "name": "Block",
+                    "tax": "vat20",
+                    "price": [
+                        {"currency": "USD", "model": "one_time", "amount": "10"},
+                        {"currency": "EUR", "model": "one_time", "amount": "10", "tax": "vat5"},
+                    ],
+                },
+            ],
+        }
+    )
+    assert [t.id for t in catalog.taxes] == ["vat20", "vat5"]
+    book = PriceBook.from_catalog(catalog)
+    taxed = {(s.id, s.currency.code): (s.tax, s.tax_code) for s in book}
+    assert taxed == {
+        ("SHORT", "USD"): ("vat20", "std"),
+        ("SHORT", "EUR"): ("vat20", "std"),
+        ("BLOCK", "USD"): ("vat20", None),
+        ("BLOCK", "EUR"): ("vat5", None),  # the price's own tax wins over the product's
+    }
+    order = Order("o1", "acme", "USD", date(2026, 1, 5), None, (OrderLine("l1", "BLOCK", D(1), None),))
+    [invoice] = _bill(catalog, date(2026, 1, 31), orders=[order])
+    assert (invoice.tax_total, invoice.total) == (Money("2.00", "USD"), Money("12.00", "USD"))
+
+
+def test_price_block_problems_are_listed_with_their_key_paths() -> None:
+    data = yaml.safe_load(
+        """
+taxes:
+  - {id: vat20, rate: "20"}
+  - {id: vat20, rate: "10"}
+  - {rate: 5.5}
+products:
+  - {code: A, name: A, tax: gst, price: {currency: USD, model: one_time, amount: "1"}}
+  - code: B
+    name: B
+    billing_model: one_time
+    prices: {USD: "1"}
+    price: {currency: USD, model: usage, charge: graduated, tiers: [{up_to: 5.5, unit_amount: "1"}, {up_to: null, unit_amount: "1"}]}
+  - code: C
+    name: C
+    price:
+      - {id: other, model: usage, charge: graduated, tiers: [{up_to: 10, unit_amount: "1"}, {up_to: 5, unit_amount: "1"}, {up_to: null, unit_amount: "1"}]}
+      - {currency: USD, model: one_time, amount: "1", tax: gst, colour: red}
+      - {currency: USD, model: one_time, amount: "1"}
+      - {currency: USD, model: one_time, amount: "2"}
+      - not a mapping
+  - {code: D, name: D, price: []}
+  - {code: E, name: E, price: "10"}
+  - {name: F, price: {currency: USD, model: one_time, amount: "1"}}
+"""
+    )
+    assert _problems(data) == (
+        "taxes[1].id: duplicate tax rate 'vat20'",
+        "taxes[2].id: required",
+        'taxes[2].rate: 5.5 was read as a float, which cannot hold money exactly; quote it: "5.5"',
+        "products[0].tax: unknown tax rate 'gst'; defined: vat20",
+        "products[1].billing_model: remove it: a product with a price: block takes its billing from there",
+        "products[1].prices: remove it: a product with a price: block takes its billing from there",
+        'products[1].price.tiers[0].up_to: 5.5 was read as a float, which cannot hold money exactly; quote it: "5.5"',
+        "products[2].price[4]: expected a mapping, got str",
+        "products[2].price[0].id: must be the product code 'C', or left out (got 'other')",
+        "products[2].price[0].currency: required",
+        "products[2].price[1].colour: unknown key; allowed: aggregation, amount, billing, charge, currency, "
+        "fixed_fee, free_amount, free_units, id, installments, interval, interval_count, minimum, model, "
+        "name, package_rounding, package_size, proration, rate, schedule, tax, tax_code, tiers",
+        "products[2].price[1].tax: unknown tax rate 'gst'; defined: vat20",
+        "products[2].price[3].currency: a second price in USD (first at products[2].price[2])",
+        "products[3].price: expected a price mapping or a non-empty list of them (one per currency), got list",
+        "products[4].price: expected a price mapping or a non-empty list of them (one per currency), got str",
+        "products[5].code: required, a non-empty string (got nothing)",
+    )
+
+
+def test_a_price_the_engine_refuses_is_reported_at_its_path() -> None:
+    price = {
+        "currency": "USD",
+        "model": "usage",
+        "charge": "graduated",
+        "tiers": [{"up_to": 10, "unit_amount": "1"}, {"up_to": 5, "unit_amount": "1"}, {"unit_amount": "1"}],
+    }
+    problems = _problems({"taxes": [], "products": [{"code": "A", "name": "A", "price": price}]})
+    assert problems == ("products[0].price.tiers[1].up_to: must be greater than the previous tier's (10)",)
+    unknown_tax = {"currency": "USD", "model": "one_time", "amount": "1", "tax": "gst"}
+    problems = _problems({"products": [{"code": "A", "name": "A", "price": unknown_tax}]})
+    assert problems == ("products[0].price.tax: unknown tax rate 'gst'; defined: none",)
+
+
+# --- building products and catalogs in code ---------------------------------------------------
+
+
+def _spec(code: str = "A", currency: str = "USD", tax: str | None = None) -> PriceSpec:
+    return PriceSpec(code, Currency.of(currency), "one_time", D(1), tax=tax)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "either price or price_block"),
+        (
+            {"price": Price("one_time", {"USD": D(1)}), "price_block": (_spec(),)},
+            "either price or price_block",
+        ),
+        ({"price_block": (_spec("B"),)}, "price id must be the code"),
+        ({"price_block": (_spec(), _spec())}, "two prices in USD"),
+    ],
+)
+def test_a_product_needs_exactly_one_consistent_price(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Product("A", "a", **kwargs)
+
+
+def test_a_catalog_refuses_unknown_and_duplicate_tax_rates() -> None:
+    product = Product("A", "a", price_block=(_spec(tax="vat"),))
+    with pytest.raises(ValueError, match="unknown tax rate 'vat'"):
+        Catalog([product])
+    with pytest.raises(ValueError, match="duplicate tax rate"):
+        Catalog([product], [TaxRate("vat", D(20)), TaxRate("vat", D(10))])
+    assert Catalog([product], [TaxRate("vat", D(20))]).taxes == (TaxRate("vat", D(20)),)
