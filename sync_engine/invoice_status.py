@@ -15,7 +15,7 @@ STATUS_ENTITY = "invoice_status"
 
 
 def invoice_status_document(invoice: Invoice) -> dict[str, Any]:
-    paid = Decimal(getattr(invoice, "amount_paid", None) or 0)
+    paid = invoice.amount_paid or Decimal(0)
     return {
         "invoice_id": invoice.id,
         "number": invoice.number,
