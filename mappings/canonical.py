@@ -43,6 +43,17 @@ class Customer(CanonicalModel):
     billing_address: Address = Field(default_factory=Address)
     payment_terms_days: int | None = Field(default=None, ge=0, le=365)
     active: bool = True
+    #: Where invoices and reminders go (else ``email``).
+    billing_email: str | None = None
+    #: How the customer pays: decides card collection (Stripe) and SEPA direct debit.
+    payment_method: Literal["card", "bank_transfer", "direct_debit", "cash", "cheque"] | None = None
+    stripe_customer_id: str | None = None
+    iban: str | None = None
+    bic: str | None = None
+    sepa_mandate_id: str | None = None
+    sepa_mandate_signed_on: dt.date | None = None
+    #: The dunning schedule this customer follows (billsync.yaml ``dunning.groups``).
+    dunning_group: str | None = None
 
     _currency = field_validator("currency")(_known_currency)
 

@@ -17,6 +17,7 @@ import types
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -59,7 +60,28 @@ __all__ = [
 BUILTIN_PREFIX = "builtin:"
 PLAIN_SECRET_MESSAGE = "secrets may not be written in billsync.yaml; use ${ENV_VAR} or {field}_file: PATH"
 
-Connection = Annotated[SalesforceSettings | QuickBooksSettings | NavSettings, Field(discriminator="type")]
+
+class StripeSettings(BaseModel):
+    """A Stripe account: the API key for automatic card collection, the secret webhooks are signed with.
+
+    ``api_base`` points the SDK at a sandbox; ``tolerance_seconds`` is how old a signed webhook may be
+    (older ones are refused as replays).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["stripe"]
+    api_key: SecretStr | None = None
+    webhook_secret: SecretStr
+    api_base: str | None = None
+    ca_file: str | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+
+
+Connection = Annotated[
+    SalesforceSettings | QuickBooksSettings | NavSettings | StripeSettings, Field(discriminator="type")
+]
 
 
 class StreamSettings(BaseModel):
@@ -82,7 +104,9 @@ class DestinationSettings(BaseModel):
 
     name: str
     connection: str
-    mappings: dict[Literal["customer", "product", "invoice", "invoice_status"], str]
+    mappings: dict[
+        Literal["customer", "product", "invoice", "invoice_status", "payment", "customer_balance"], str
+    ]
     #: writes per call; default and ceiling are the system's own limit (QBO 30, Salesforce 200, NAV 100)
     batch_size: int | None = Field(default=None, ge=1, le=200)
 
@@ -157,6 +181,130 @@ class SellerSettings(BaseModel):
     payment_instructions: str | None = None  # e.g. "IBAN DE89 3704 0044 0532 0130 00, BIC COBADEFFXXX"
 
 
+class MailSettings(BaseModel):
+    """The SMTP server reminders (and invoices) are sent through, and the addresses they carry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    from_address: str
+    reply_to: str | None = None
+    bcc: list[str] = Field(default_factory=list)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    ca_file: str | None = None
+
+
+DunningLevel = Literal["reminded", "final_notice", "suspended"]
+
+
+class DunningStep(BaseModel):
+    """One reminder, ``days`` after the due date (negative: before it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    days: int = Field(ge=-60, le=365)
+    level: DunningLevel = "reminded"
+    template: str = "reminder"  # built-in: upcoming | reminder | final_notice | suspended; or a path
+
+
+def _default_dunning_steps() -> list[DunningStep]:
+    return [
+        DunningStep(name="upcoming", days=-3, template="upcoming"),
+        DunningStep(name="due", days=0),
+        DunningStep(name="late-7", days=7),
+        DunningStep(name="late-14", days=14, level="final_notice", template="final_notice"),
+        DunningStep(name="late-30", days=30, level="suspended", template="suspended"),
+    ]
+
+
+class DunningSettings(BaseModel):
+    """Reminder schedules per customer group (the customer's ``dunning_group``, else ``default_group``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    default_group: str = "standard"
+    groups: dict[str, list[DunningStep]] = Field(
+        default_factory=lambda: {"standard": _default_dunning_steps()}
+    )
+    attach_pdf: bool = True
+    #: A step missed for longer than this (the daemon was down) is skipped, not sent late.
+    max_lateness_days: int = Field(default=7, ge=0, le=365)
+
+    @model_validator(mode="after")
+    def _groups_sound(self) -> DunningSettings:
+        if self.default_group not in self.groups:
+            raise ValueError(
+                f"default_group {self.default_group!r} is not one of the groups ({', '.join(self.groups)})"
+            )
+        for group, steps in self.groups.items():
+            names = [s.name for s in steps]
+            if len(set(names)) != len(names):
+                raise ValueError(f"group {group!r}: step names must be unique")
+            if [s.days for s in steps] != sorted(s.days for s in steps):
+                raise ValueError(f"group {group!r}: steps must be in order of days")
+        return self
+
+
+class BankAccountSettings(BaseModel):
+    """The seller's bank account: statements of it are imported, SEPA collections credit it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    iban: str
+    bic: str | None = None
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+
+
+class SepaSettings(BaseModel):
+    """SEPA Direct Debit (pain.008): the creditor identifier and when collections are due."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    creditor_id: str
+    scheme: Literal["CORE", "B2B"] = "CORE"
+    sequence: Literal["FRST", "RCUR", "OOFF"] = "RCUR"
+    lead_days: int = Field(default=2, ge=1, le=30)  # days between the export and the collection date
+
+
+class PaymentSettings(BaseModel):
+    """Where payments come from and how they are matched."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: The QuickBooks connection whose payments (entered by accountants) are pulled.
+    quickbooks: str | None = None
+    #: The Stripe connection: webhooks, and card collection when ``collect_cards`` is on.
+    stripe: str | None = None
+    collect_cards: bool = False
+    bank_account: BankAccountSettings | None = None
+    sepa: SepaSettings | None = None
+    #: Receipts that differ from an open amount by at most this much still match it by amount.
+    match_tolerance: Decimal = Field(default=Decimal("0"), ge=0, le=Decimal("100"))
+
+
+class LedgerSettings(BaseModel):
+    """Account names used by ``billsync export ledger`` (Beancount)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    receivable: str = "Assets:Receivable"
+    bank: str = "Assets:Bank"
+    card_clearing: str = "Assets:Stripe"
+    undeposited: str = "Assets:UndepositedFunds"
+    customer_credit: str = "Liabilities:CustomerCredit"
+    revenue: str = "Income:Sales"
+    tax: str = "Liabilities:SalesTax"
+    discounts: str = "Income:Discounts"
+    opening_date: str = "2000-01-01"
+
+
 class Settings(BaseModel):
     """The whole of ``billsync.yaml`` after loading: env vars expanded, secrets resolved, paths absolute."""
 
@@ -172,6 +320,10 @@ class Settings(BaseModel):
     schedules: list[ScheduleSettings] = Field(default_factory=list)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     seller: SellerSettings | None = None
+    payments: PaymentSettings = Field(default_factory=PaymentSettings)
+    mail: MailSettings | None = None
+    dunning: DunningSettings = Field(default_factory=DunningSettings)
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)
@@ -669,6 +821,12 @@ def _check_references(data: dict[Any, Any], out: _Collector, base_dir: Path) -> 
             elif isinstance(entry.get("mappings"), dict):
                 for entity, ref in entry["mappings"].items():
                     _check_spec(out, (section, index, "mappings", str(entity)), ref, base_dir)
+    payments = data.get("payments")
+    if isinstance(payments, dict) and isinstance(connections, dict):
+        for key, wanted_kind in (("quickbooks", "quickbooks"), ("stripe", "stripe")):
+            ref = payments.get(key)
+            if isinstance(ref, str):
+                _check_connection(out, ("payments", key), ref, (wanted_kind,), kinds, f"payments.{key}")
     schedules = data.get("schedules")
     if isinstance(schedules, list):
         names: dict[str, int] = {}

@@ -158,7 +158,8 @@ class Invoice(Base):
     customer_id: Mapped[str] = mapped_column(String(64), index=True)
     series: Mapped[str] = mapped_column(String(40))
     number: Mapped[str | None] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(20), default="draft")  # draft | open | paid | void
+    # draft | open | partially_paid | overdue | paid | void | uncollectible (see sync_engine.payments)
+    status: Mapped[str] = mapped_column(String(20), default="draft")
     currency: Mapped[str] = mapped_column(String(3))
     period_start: Mapped[dt.date | None]
     period_end: Mapped[dt.date | None]
@@ -172,6 +173,11 @@ class Invoice(Base):
     #: What discounts took off the subtotal (before tax): total = subtotal - discount + exclusive tax.
     discount_total: Mapped[Decimal] = mapped_column(ExactDecimal(), default=Decimal("0"), server_default="0")
     amount_paid: Mapped[Decimal] = mapped_column(ExactDecimal(), default=Decimal("0"), server_default="0")
+    #: The day the last allocation made it paid (None while anything is due).
+    paid_on: Mapped[dt.date | None]
+    #: Where dunning stands: none | reminded | final_notice | suspended (escalation, never back
+    #: down except to ``none`` when the invoice is paid).
+    dunning_level: Mapped[str] = mapped_column(String(20), default="none", server_default="none")
 
     lines: Mapped[list[InvoiceLine]] = relationship(
         back_populates="invoice", cascade="all, delete-orphan", order_by="InvoiceLine.position"
@@ -249,3 +255,143 @@ class OAuthToken(Base):
     access_expires_at: Mapped[dt.datetime | None]
     refresh_expires_at: Mapped[dt.datetime | None]
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Payment(Base):
+    """Money received from a customer, from one source (QBO, Stripe, a bank statement, by hand).
+
+    ``(source, source_ref)`` is unique: the same QBO payment, Stripe PaymentIntent or statement line
+    is recorded once however often it is seen. What is not allocated to invoices (``unapplied``) is
+    the customer's credit, applied to their next invoices; refunds come out of it first.
+    """
+
+    __tablename__ = "payments"
+    __table_args__ = (UniqueConstraint("source", "source_ref", name="uq_payment_source"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    number: Mapped[str] = mapped_column(String(21), unique=True)  # short: QBO's PaymentRefNum holds 21
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(String(20))  # quickbooks | stripe | bank | manual
+    source_ref: Mapped[str] = mapped_column(String(255))
+    method: Mapped[str] = mapped_column(String(20))
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal())
+    currency: Mapped[str] = mapped_column(String(3))
+    received_on: Mapped[dt.date]
+    reference: Mapped[str | None] = mapped_column(String(255))
+    refunded: Mapped[Decimal] = mapped_column(ExactDecimal(), default=Decimal("0"))
+    unapplied: Mapped[Decimal] = mapped_column(ExactDecimal())
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    allocations: Mapped[list[PaymentAllocation]] = relationship(
+        back_populates="payment", cascade="all, delete-orphan", order_by="PaymentAllocation.id"
+    )
+
+
+class PaymentAllocation(Base):
+    """Part of a payment applied to one invoice; a refund that reaches allocated money removes it."""
+
+    __tablename__ = "payment_allocations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id", ondelete="CASCADE"), index=True)
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal())
+    applied_on: Mapped[dt.date]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    payment: Mapped[Payment] = relationship(back_populates="allocations")
+
+
+class Refund(Base):
+    """Money given back on a payment; ``(source, source_ref)`` makes a repeated notice harmless."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (UniqueConstraint("source", "source_ref", name="uq_refund_source"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(String(20))
+    source_ref: Mapped[str] = mapped_column(String(255))
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal())
+    refunded_on: Mapped[dt.date]
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class BankStatement(Base):
+    """An imported statement file; its SHA-256 makes a second import of the same file a no-op."""
+
+    __tablename__ = "bank_statements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(20))  # camt.053 | mt940
+    account: Mapped[str | None] = mapped_column(String(64))
+    statement_ref: Mapped[str | None] = mapped_column(String(255))
+    imported_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class StatementLine(Base):
+    """One booked entry of a statement and what reconciliation made of it.
+
+    ``status``: matched (a payment was recorded), unmatched (waits in the review queue, with
+    ``candidates``), ignored (debits, or dismissed by a person). ``fingerprint`` is unique, so a line
+    that reappears in an overlapping statement is not imported twice.
+    """
+
+    __tablename__ = "statement_lines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    statement_id: Mapped[int] = mapped_column(ForeignKey("bank_statements.id"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    booking_date: Mapped[dt.date]
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal())  # positive: money in
+    currency: Mapped[str] = mapped_column(String(3))
+    counterparty_name: Mapped[str | None] = mapped_column(String(255))
+    counterparty_iban: Mapped[str | None] = mapped_column(String(64))
+    remittance_info: Mapped[str | None] = mapped_column(Text)
+    end_to_end_id: Mapped[str | None] = mapped_column(String(255))
+    entry_ref: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(20), default="unmatched", index=True)
+    matched_by: Mapped[str | None] = mapped_column(String(40))  # invoice_number | amount_customer | manual
+    payment_id: Mapped[str | None] = mapped_column(ForeignKey("payments.id"))
+    candidates: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Reminder(Base):
+    """One dunning step for one invoice: at most one row per (invoice, step), so never sent twice."""
+
+    __tablename__ = "reminders"
+    __table_args__ = (UniqueConstraint("invoice_id", "step", name="uq_reminder_step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
+    step: Mapped[str] = mapped_column(String(40))
+    level: Mapped[str] = mapped_column(String(20))  # reminded | final_notice | suspended
+    scheduled_for: Mapped[dt.date]
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | sent | failed
+    to_address: Mapped[str | None] = mapped_column(String(320))
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEvent(Base):
+    """A webhook event received and verified; the id makes a redelivery harmless and a replay visible."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # the provider's event id
+    provider: Mapped[str] = mapped_column(String(20))
+    type: Mapped[str] = mapped_column(String(80))
+    signature: Mapped[str] = mapped_column(String(512))  # the exact signature header first accepted
+    status: Mapped[str] = mapped_column(String(20))  # processed | ignored | failed
+    error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -214,7 +214,7 @@ def test_out_of_range_reports_the_range(tmp_path: Path) -> None:
 def test_unknown_connection_type_lists_the_known_ones(tmp_path: Path) -> None:
     text = GOOD.replace("type: quickbooks", "type: xero")
     problem = only(problems(make_config(tmp_path, text)), "connections.books.type")
-    assert problem.allowed == "salesforce, quickbooks, nav"
+    assert problem.allowed == "salesforce, quickbooks, nav, stripe"
     assert problem.line == 9
 
 
