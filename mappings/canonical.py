@@ -126,6 +126,19 @@ class InvoiceStatus(CanonicalModel):
     _currency = field_validator("currency")(_known_currency)
 
 
+class CustomerBalance(CanonicalModel):
+    """Where a customer stands with their invoices; what flows back to the CRM's account."""
+
+    customer_id: str
+    payment_status: Literal["none", "open", "partially_paid", "paid", "overdue", "uncollectible"]
+    currency: CurrencyCode | None = None
+    balance: Decimal = Field(ge=0)
+    overdue_amount: Decimal = Field(ge=0)
+    credit: Decimal = Field(ge=0)
+    last_payment_date: dt.date | None = None
+    open_invoices: int = Field(ge=0)
+
+
 ENTITY_MODELS: dict[str, type[CanonicalModel]] = {
     "customer": Customer,
     "product": Product,
@@ -134,6 +147,7 @@ ENTITY_MODELS: dict[str, type[CanonicalModel]] = {
     "order_line": OrderLine,
     "payment": Payment,
     "invoice_status": InvoiceStatus,
+    "customer_balance": CustomerBalance,
 }
 
 

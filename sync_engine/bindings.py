@@ -93,9 +93,14 @@ class BindingLookups:
     hold the ids (e.g. ``books``), so one spec serves every connection of that kind.
     """
 
-    def __init__(self, session: Session, aliases: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, session: Session, aliases: dict[str, str] | None = None, fallbacks: dict[str, str] | None = None
+    ) -> None:
         self.session = session
         self.aliases = aliases or {}
+        #: Where else to look when the aliased system has no binding: a destination named ``crm-status``
+        #: writing to the ``salesforce`` connection finds the Accounts that connection's pulls bound.
+        self.fallbacks = fallbacks or {}
         self._cache: dict[tuple[str, str, str, bool], str] = {}
 
     def prime(self, system: str, entity: str, values: Collection[str], *, inbound: bool) -> None:
@@ -112,7 +117,13 @@ class BindingLookups:
             )
 
     def resolve(self, *, system: str, entity: str, value: str, inbound: bool) -> str | None:
-        system = self.aliases.get(system, system)
+        found = self._resolve(self.aliases.get(system, system), entity, value, inbound)
+        fallback = self.fallbacks.get(system)
+        if found is None and fallback is not None:
+            found = self._resolve(fallback, entity, value, inbound)
+        return found
+
+    def _resolve(self, system: str, entity: str, value: str, inbound: bool) -> str | None:
         key = (system, entity, value, inbound)
         if key in self._cache:
             return self._cache[key]

@@ -163,9 +163,12 @@ def _print_summary(console, summary: dict) -> None:  # type: ignore[no-untyped-d
 def sync(
     config: Path = ConfigOption,
     as_of: str | None = typer.Option(None, help="billing date YYYY-MM-DD (default: today, UTC)"),
-    step: list[str] = typer.Option(["pull", "bill", "push"], help="steps to run: pull, bill, push"),
+    step: list[str] = typer.Option(
+        ["pull", "bill", "collect", "push"], help="steps to run: pull, bill, collect, push"
+    ),
 ) -> None:
-    """Run one cycle now: pull every stream, run billing, push to every destination."""
+    """Run one cycle now: pull every stream, run billing, collect (payments from QuickBooks, overdue
+    invoices, reminders), push to every destination."""
     import datetime as dt
 
     from rich.console import Console
@@ -576,3 +579,387 @@ def invoices_pdf(
         typer.echo(f"billsync: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(str(path))
+
+
+payments_app = typer.Typer(
+    help="Payments: import bank statements, match them, record and refund payments, SEPA collections.",
+    no_args_is_help=True,
+)
+app.add_typer(payments_app, name="payments")
+
+
+def _today() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def _date(text: str) -> object:
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        typer.echo(f"billsync: not a date (YYYY-MM-DD): {text!r}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _echo_json(data: object) -> None:
+    import json
+
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@payments_app.command("import")
+def payments_import(
+    files: list[Path] = typer.Argument(..., help="camt.053 (XML) or MT940 statement files"),
+    as_of: str = typer.Option(_today(), "--as-of", help="the day statuses are computed for"),
+    as_json: bool = typer.Option(False, "--json"),
+    config: Path = ConfigOption,
+) -> None:
+    """Import bank statements and match their lines to invoices (a file is imported once, all or nothing)."""
+    from dataclasses import asdict
+
+    from connectors.bank.errors import StatementError
+    from sync_engine.reconcile import import_statement
+
+    runtime = _runtime(config)
+    day = _date(as_of)
+    results = []
+    try:
+        for file in files:
+            try:
+                data = file.read_bytes()
+            except OSError as exc:
+                typer.echo(f"billsync: cannot read {file}: {exc.strerror}", err=True)
+                raise typer.Exit(2) from None
+            try:
+                results.append(import_statement(runtime, data, str(file), as_of=day))  # type: ignore[arg-type]
+            except StatementError as exc:
+                typer.echo(f"billsync: {exc} (nothing imported from this file)", err=True)
+                raise typer.Exit(2) from None
+    finally:
+        runtime.close()
+    if as_json:
+        _echo_json([asdict(r) for r in results])
+        return
+    for r in results:
+        if r.already_imported:
+            typer.echo(f"{r.filename}: already imported; nothing to do")
+            continue
+        typer.echo(
+            f"{r.filename}: {r.lines} lines: {r.matched} matched, {r.unmatched} to review, "
+            f"{r.ignored} ignored (debits, reversals), {r.duplicates} seen before"
+        )
+
+
+@payments_app.command("unmatched")
+def payments_unmatched(as_json: bool = typer.Option(False, "--json"), config: Path = ConfigOption) -> None:
+    """The review queue: statement lines no invoice was found for, with their candidates."""
+    from sync_engine.reconcile import review_queue
+
+    runtime = _runtime(config)
+    with runtime.sessions() as session:
+        queue = review_queue(session)
+    runtime.close()
+    if as_json:
+        _echo_json(queue)
+        return
+    if not queue:
+        typer.echo("nothing to review")
+    for line in queue:
+        typer.echo(
+            f"#{line['id']} {line['booking_date']} {line['amount']} {line['currency']} "
+            f"{line['counterparty'] or '?'}: {line['remittance'] or ''}"
+        )
+        for c in line["candidates"]:
+            typer.echo(f"    candidate {c['invoice']} due {c['amount_due']} ({c['why']})")
+
+
+@payments_app.command("match")
+def payments_match(
+    line_id: int,
+    invoices: list[str] = typer.Argument(..., help="invoice numbers the line pays"),
+    by: str | None = typer.Option(None, "--by", help="who matched it (default: your user name)"),
+    as_of: str = typer.Option(_today(), "--as-of"),
+    config: Path = ConfigOption,
+) -> None:
+    """Match statement line LINE_ID of the review queue to invoices, recording the payment."""
+    from sync_engine.payments import PaymentError
+    from sync_engine.reconcile import MatchError, match_line
+
+    runtime = _runtime(config)
+    try:
+        number = match_line(runtime, line_id, invoices, as_of=_date(as_of), who=_who(by))  # type: ignore[arg-type]
+    except (MatchError, PaymentError) as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        runtime.close()
+    typer.echo(f"line {line_id} matched: payment {number}")
+
+
+@payments_app.command("ignore")
+def payments_ignore(
+    line_id: int,
+    note: str = typer.Option(..., "--note", help="why (interest, internal transfer...)"),
+    config: Path = ConfigOption,
+) -> None:
+    """Take statement line LINE_ID out of the review queue."""
+    from sync_engine.reconcile import MatchError, ignore_line
+
+    runtime = _runtime(config)
+    try:
+        ignore_line(runtime, line_id, note)
+    except MatchError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        runtime.close()
+    typer.echo(f"line {line_id} ignored")
+
+
+@payments_app.command("list")
+def payments_list(
+    customer: str | None = typer.Option(None, help="canonical customer id"),
+    as_json: bool = typer.Option(False, "--json"),
+    config: Path = ConfigOption,
+) -> None:
+    """Recorded payments, newest first, with where each went."""
+    from sqlalchemy import select
+
+    from sync_engine.store.models import Payment
+
+    runtime = _runtime(config)
+    rows = []
+    with runtime.sessions() as session:
+        query = select(Payment).order_by(Payment.received_on.desc(), Payment.number.desc())
+        if customer:
+            query = query.where(Payment.customer_id == customer)
+        for p in session.scalars(query):
+            rows.append(
+                {
+                    "number": p.number,
+                    "customer_id": p.customer_id,
+                    "received_on": p.received_on.isoformat(),
+                    "source": p.source,
+                    "method": p.method,
+                    "amount": str(p.amount),
+                    "currency": p.currency,
+                    "refunded": str(p.refunded),
+                    "credit": str(p.unapplied),
+                    "allocations": [
+                        {"invoice_id": a.invoice_id, "amount": str(a.amount)} for a in p.allocations
+                    ],
+                }
+            )
+    runtime.close()
+    if as_json:
+        _echo_json(rows)
+        return
+    for r in rows:
+        typer.echo(
+            f"{r['number']} {r['received_on']} {r['amount']} {r['currency']} {r['method']} via {r['source']} "
+            f"customer {r['customer_id']}: {len(r['allocations'])} invoice(s), credit {r['credit']}"
+        )
+
+
+@payments_app.command("record")
+def payments_record(
+    customer: str = typer.Option(..., help="canonical customer id"),
+    amount: str = typer.Option(..., help="e.g. 120.50"),
+    currency: str = typer.Option(...),
+    method: str = typer.Option(
+        "bank_transfer", help="card, bank_transfer, direct_debit, cash, cheque, other"
+    ),
+    received_on: str = typer.Option(_today(), "--date"),
+    reference: str = typer.Option(
+        ..., help="unique reference of this receipt (cheque number, receipt id...)"
+    ),
+    invoice: list[str] = typer.Option([], "--invoice", help="invoice numbers it pays (default: oldest due)"),
+    config: Path = ConfigOption,
+) -> None:
+    """Record a payment received outside the connected systems (cash, cheque...)."""
+    from decimal import Decimal, InvalidOperation
+
+    from sqlalchemy import select
+
+    from sync_engine.payments import PaymentError, Receipt, record_payment
+    from sync_engine.store.models import Invoice
+
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:
+        typer.echo(f"billsync: not an amount: {amount!r}", err=True)
+        raise typer.Exit(2) from None
+    runtime = _runtime(config)
+    day = _date(received_on)
+    try:
+        with runtime.transaction() as session:
+            ids = (
+                list(session.scalars(select(Invoice.id).where(Invoice.number.in_(invoice))))
+                if invoice
+                else []
+            )
+            if len(ids) != len(set(invoice)):
+                raise PaymentError(f"not every invoice of {', '.join(invoice)} exists")
+            recorded = record_payment(
+                session,
+                runtime.settings,
+                Receipt(
+                    source="manual",
+                    source_ref=reference,
+                    customer_id=customer,
+                    amount=value,
+                    currency=currency.upper(),
+                    received_on=day,  # type: ignore[arg-type]
+                    method=method,
+                    reference=reference,
+                    invoice_ids=ids,
+                ),
+                as_of=day,  # type: ignore[arg-type]
+            )
+    except PaymentError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        runtime.close()
+    if not recorded.created:
+        typer.echo(f"payment {recorded.number} was recorded before with this reference; nothing changed")
+        return
+    typer.echo(
+        f"payment {recorded.number}: {len(recorded.allocated)} invoice(s) paid, credit {recorded.unapplied}"
+    )
+
+
+@payments_app.command("refund")
+def payments_refund(
+    number: str,
+    amount: str = typer.Option(...),
+    reference: str = typer.Option(..., help="unique reference of this refund"),
+    reason: str | None = typer.Option(None),
+    config: Path = ConfigOption,
+) -> None:
+    """Record money given back on payment NUMBER (credit first, then the invoices paid last reopen)."""
+    import datetime as dt
+    from decimal import Decimal, InvalidOperation
+
+    from sqlalchemy import select
+
+    from sync_engine.payments import PaymentError, record_refund
+    from sync_engine.store.models import Payment
+
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:
+        typer.echo(f"billsync: not an amount: {amount!r}", err=True)
+        raise typer.Exit(2) from None
+    runtime = _runtime(config)
+    today = dt.datetime.now(dt.UTC).date()
+    try:
+        with runtime.transaction() as session:
+            payment_id = session.scalar(select(Payment.id).where(Payment.number == number))
+            if payment_id is None:
+                raise PaymentError(f"no payment numbered {number}")
+            done = record_refund(
+                session,
+                runtime.settings,
+                payment_id=payment_id,
+                source="manual",
+                source_ref=reference,
+                amount=value,
+                refunded_on=today,
+                reason=reason,
+                as_of=today,
+            )
+    except PaymentError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        runtime.close()
+    typer.echo(f"refund recorded on {number}" if done else "this refund was recorded before; nothing changed")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8080),
+    config: Path = ConfigOption,
+) -> None:
+    """Run billsync's HTTP endpoints: the Stripe webhook (POST /webhooks/stripe) and /health."""
+    import uvicorn
+
+    from sync_engine.webapp import create_app
+
+    runtime = _runtime(config)
+    try:
+        uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning")
+    finally:
+        runtime.close()
+
+
+@payments_app.command("sepa-export")
+def payments_sepa_export(
+    out: Path = typer.Option(..., "--out", help="the pain.008 file to write"),
+    collection_date: str | None = typer.Option(
+        None, "--collection-date", help="default: today + sepa.lead_days"
+    ),
+    as_of: str = typer.Option(_today(), "--as-of"),
+    config: Path = ConfigOption,
+) -> None:
+    """Write a SEPA direct-debit collection (pain.008) for due invoices of customers with a mandate."""
+    from sync_engine.sepa_export import SepaExportError, write_sepa_export
+
+    runtime = _runtime(config)
+    try:
+        with runtime.sessions() as session:
+            export = write_sepa_export(
+                runtime.settings,
+                session,
+                out,
+                _date(as_of),  # type: ignore[arg-type]
+                _date(collection_date) if collection_date else None,  # type: ignore[arg-type]
+            )
+    except SepaExportError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        runtime.close()
+    for number, reason in export.skipped:
+        typer.echo(f"skipped {number}: {reason}")
+    if not export.count:
+        typer.echo("nothing due for collection; no file written")
+        return
+    typer.echo(
+        f"{out}: {export.count} collection(s), {export.total} EUR on {export.collection_date} "
+        f"(message id {export.message_id})"
+    )
+
+
+export_app = typer.Typer(help="Export the books.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("ledger")
+def export_ledger(
+    out: Path = typer.Option(..., "--out", help="the ledger file to write"),
+    format: str = typer.Option("beancount", "--format", help="beancount"),
+    until: str | None = typer.Option(None, "--until", help="last day included (default: everything)"),
+    config: Path = ConfigOption,
+) -> None:
+    """Invoices, payments, credits and refunds as a double-entry ledger (check it with bean-check)."""
+    from sync_engine.ledger import LedgerError, write_ledger
+
+    if format != "beancount":
+        typer.echo(f"billsync: unknown format {format!r} (allowed: beancount)", err=True)
+        raise typer.Exit(2)
+    runtime = _runtime(config)
+    try:
+        with runtime.sessions() as session:
+            write_ledger(session, runtime.settings, out, until=_date(until) if until else None)  # type: ignore[arg-type]
+    except LedgerError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        runtime.close()
+    typer.echo(str(out))

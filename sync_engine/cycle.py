@@ -16,6 +16,7 @@ from connectors.errors import RetryableError
 from sync_engine.invoicing import BillResult, run_billing
 from sync_engine.pull import PullResult, pull_stream
 from sync_engine.push import PushResult, push_destination
+from sync_engine.receivables import ReceivablesResult, run_receivables
 from sync_engine.runtime import Runtime
 
 
@@ -41,6 +42,7 @@ class CycleResult:
     pushes: list[PushResult] = field(default_factory=list)
     #: streams / destinations that hit a transient failure: left for the next run, the rest went on
     retry_later: dict[str, str] = field(default_factory=dict)
+    receivables: ReceivablesResult | None = None
 
     @property
     def unfinished(self) -> bool:
@@ -63,7 +65,7 @@ def run_cycle(
     *,
     as_of: dt.date,
     progress: Progress | None = None,
-    steps: tuple[str, ...] = ("pull", "bill", "push"),
+    steps: tuple[str, ...] = ("pull", "bill", "collect", "push"),
 ) -> CycleResult:
     progress = progress or NoProgress()
     result = CycleResult()
@@ -79,6 +81,9 @@ def run_cycle(
     if "bill" in steps:
         with runtime.lock("billing"), progress.task(f"bill as of {as_of.isoformat()}") as advance:
             result.bill = run_billing(runtime, as_of, advance)
+    if "collect" in steps:
+        with progress.task("payments, overdue invoices, reminders"):
+            result.receivables = run_receivables(runtime, as_of=as_of)
     if "push" in steps:
         for destination in settings.destinations:
             with (

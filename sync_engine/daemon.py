@@ -31,7 +31,13 @@ from sync_engine.settings import ScheduleSettings
 from sync_engine.store.models import SyncRun, utcnow
 
 log = get_logger("billsync.daemon")
-STEPS = {"pull": ("pull",), "bill": ("bill",), "push": ("push",), "cycle": ("pull", "bill", "push")}
+STEPS = {
+    "pull": ("pull",),
+    "bill": ("bill",),
+    "collect": ("collect",),
+    "push": ("push",),
+    "cycle": ("pull", "bill", "collect", "push"),
+}
 
 
 def run_job(runtime: Runtime, schedule: ScheduleSettings) -> None:

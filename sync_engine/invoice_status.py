@@ -26,6 +26,6 @@ def invoice_status_document(invoice: Invoice) -> dict[str, Any]:
         "amount_due": invoice.total - paid,
         "issue_date": invoice.issue_date.isoformat(),
         "due_date": invoice.due_date.isoformat(),
-        "paid_on": None,
+        "paid_on": invoice.paid_on.isoformat() if invoice.paid_on else None,
         "customer_id": invoice.customer_id,
     }

@@ -21,6 +21,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Final, cast
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from billing import (
     BillingSettings,
@@ -43,6 +44,7 @@ from billing.model import INVOICE_STATUSES, InvoiceStatus
 from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
 from sync_engine.invoice_status import STATUS_ENTITY
 from sync_engine.outbox import enqueue
+from sync_engine.payments import apply_credit
 from sync_engine.runtime import Runtime, StopRequested
 from sync_engine.store.models import (
     CanonicalRecord,
@@ -50,6 +52,7 @@ from sync_engine.store.models import (
     Invoice,
     InvoiceLine,
     InvoiceTaxLine,
+    Payment,
     SyncRun,
     utcnow,
 )
@@ -238,6 +241,9 @@ def run_billing(
                             action="upsert",
                             version=final.status,
                         )
+                # credit left from overpayments pays the new invoices at once
+                session.flush()
+                _apply_credit(session, runtime, {f.customer_id for f in finals}, as_of)
             for final in finals:
                 assert final.number is not None
                 result.invoices_created += 1
@@ -478,3 +484,13 @@ def invoice_document(invoice: Invoice, product_ids: dict[str, str]) -> dict[str,
             for tax in invoice.tax_lines
         ],
     }
+
+
+def _apply_credit(session: Session, runtime: Runtime, customers: set[str], as_of: dt.date) -> None:
+    """Spend the unapplied credit of these customers (if any) on their open invoices."""
+    rows = session.execute(
+        select(Payment.customer_id, Payment.unapplied).where(Payment.customer_id.in_(sorted(customers)))
+    )
+    with_credit = {customer for customer, unapplied in rows if unapplied > 0}  # compared as Decimal
+    if with_credit:
+        apply_credit(session, runtime.settings, with_credit, as_of=as_of)

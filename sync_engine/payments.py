@@ -190,7 +190,9 @@ def apply_credit(
             for invoice in _open_invoices(session, customer_id, payment.currency):
                 if payment.unapplied <= 0:
                     break
-                _allocate(session, settings, payment, invoice, payment.unapplied, as_of, recorded)
+                _allocate(
+                    session, settings, payment, invoice, payment.unapplied, as_of, recorded, applied_on=as_of
+                )
             if recorded.allocated:
                 changed.update(recorded.changed)
                 _queue_payment(session, settings, payment)
@@ -366,7 +368,10 @@ def _allocate(
     amount: Decimal,
     as_of: dt.date,
     recorded: Recorded,
+    *,
+    applied_on: dt.date | None = None,
 ) -> None:
+    """``applied_on``: when the money went to this invoice (the receipt's date; later for credit)."""
     if invoice.status not in PAYABLE or invoice.currency != payment.currency:
         return
     if invoice.customer_id != payment.customer_id:
@@ -378,7 +383,7 @@ def _allocate(
     if amount <= 0:
         return
     payment.allocations.append(
-        PaymentAllocation(invoice_id=invoice.id, amount=amount, applied_on=payment.received_on)
+        PaymentAllocation(invoice_id=invoice.id, amount=amount, applied_on=applied_on or payment.received_on)
     )
     payment.unapplied -= amount
     invoice.amount_paid = (invoice.amount_paid or ZERO) + amount

@@ -27,11 +27,12 @@ from sync_engine.destinations import Destination, Outcome, Write
 from sync_engine.invoice_status import invoice_status_document
 from sync_engine.invoicing import invoice_document
 from sync_engine.outbox import enqueue
+from sync_engine.payments import customer_balance_document, payment_document
 from sync_engine.runtime import Runtime, StopRequested
 from sync_engine.settings import DestinationSettings
-from sync_engine.store.models import CanonicalRecord, Invoice, OutboxItem, SyncRun, utcnow
+from sync_engine.store.models import CanonicalRecord, Invoice, OutboxItem, Payment, SyncRun, utcnow
 
-ORDER = ("customer", "product", "invoice", "invoice_status")
+ORDER = ("customer", "product", "invoice", "invoice_status", "payment", "customer_balance")
 
 
 @dataclass
@@ -231,7 +232,9 @@ def _prepare(
         )
         if not rows:
             return [], -1
-        mapper = Mapper(spec, BindingLookups(session, {spec.system: system}))
+        mapper = Mapper(
+            spec, BindingLookups(session, {spec.system: system}, {spec.system: destination.connection})
+        )
         ids = [r.canonical_id for r in rows]
         documents = _documents(session, entity, ids)
         bound = bindings_by_canonical(session, system, entity, ids)
@@ -388,6 +391,12 @@ def _documents(session: Any, entity: str, ids: list[str]) -> dict[str, dict[str,
     if entity == "invoice_status":
         invoices = session.scalars(select(Invoice).where(Invoice.id.in_(ids)))
         return {inv.id: invoice_status_document(inv) for inv in invoices}
+    if entity == "payment":
+        payments = session.scalars(select(Payment).where(Payment.id.in_(ids)))
+        return {p.id: payment_document(p) for p in payments}
+    if entity == "customer_balance":
+        known = set(session.scalars(select(CanonicalRecord.id).where(CanonicalRecord.id.in_(ids))))
+        return {cid: customer_balance_document(session, cid) for cid in ids if cid in known}
     rows = session.execute(
         select(CanonicalRecord.id, CanonicalRecord.data).where(CanonicalRecord.id.in_(ids))
     )

@@ -128,7 +128,7 @@ class ScheduleSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    job: Literal["pull", "bill", "push", "cycle"]
+    job: Literal["pull", "bill", "collect", "push", "cycle"]
     cron: str | None = None
     every_minutes: int | None = Field(default=None, ge=1)
     misfire_grace_seconds: int = Field(default=300, ge=1)

@@ -5,7 +5,8 @@ for zeep and lxml until a connector is actually built. The sandbox is not export
 production code does not load the emulator (``from connectors.nav.sandbox import NavSandbox``).
 
 - :class:`NavConnector` (``client``): ``create``, ``create_multiple``, ``create_batch``, ``read``,
-  ``read_multiple``, ``find_by``, ``update``, ``delete``, ``record_payment_status``, ``api_calls``
+  ``read_multiple``, ``find_by``, ``update``, ``delete``, ``record_payment_status``,
+  ``payment_statuses``, ``latest_payment_status``, ``api_calls``
 - :class:`NavSettings` (``settings``)
 - errors (``errors``): :class:`StaleRecordError`, :class:`DuplicateRecordError`,
   :class:`RecordNotFoundError`, all :class:`connectors.errors.RecordError`

@@ -11,7 +11,12 @@ What it adds to zeep, and why:
   {"Sales_Invoice_Line": [...]}}``), money is :class:`~decimal.Decimal` both ways (a float is
   refused), ``ReadMultiple`` paged by ``bookmarkKey``, filters in NAV's syntax;
 * one error taxonomy (:mod:`connectors.nav.errors`) and short in-call retries of failures that
-  applied nothing; a write that may have been applied raises :class:`OutcomeUnknownError` at once.
+  applied nothing; a write that may have been applied raises :class:`OutcomeUnknownError` at once;
+  a write to a page whose WSDL offers no such operation (a read-only page) is a :class:`FatalError`
+  raised before anything is sent;
+* payment statuses read back from page ``PaymentStatusEntries`` (what ``RecordPaymentStatus``
+  appended), as an auditor would check them: :meth:`NavConnector.payment_statuses` and
+  :meth:`NavConnector.latest_payment_status`.
 
 Identity: a record's stable id is its ``No`` (the primary key); its version is ``Key``, which NAV
 changes on every modification and ``Update`` must send back. A connector instance is not
@@ -48,6 +53,7 @@ from connectors.errors import (
 )
 from connectors.http import DefaultsSession
 from connectors.nav.errors import SYSTEM, StaleRecordError, redact, translate
+from connectors.nav.schema import PAGES, PAYMENT_STATUS_ENTRIES, PAYMENT_STATUS_STATUSES, option_name
 from connectors.nav.settings import NavSettings
 from connectors.nav.wsdl import codeunit_namespace, page_namespace
 from connectors.retry import RetryPolicy
@@ -65,6 +71,8 @@ _FILTER_VALUES = 100  # values per find_by filter ...
 _FILTER_CHARS = 1000  # ... and characters, keeping one criteria string reasonable
 _FILTER_SPECIALS = set("|&()<>=.*?@'%\"")
 _BLANK_DATE = "0001-01-01"  # NAV's 0D, "no date" (zeep would write date(1, 1, 1) as "1-01-01")
+#: Option names page PaymentStatusEntries publishes (``Partially_Paid``) -> billsync's statuses.
+_STATUS_OF_OPTION = {option_name(status): status for status in PAYMENT_STATUS_STATUSES}
 _T = TypeVar("_T")
 
 # zeep ships py.typed but leaves most functions unannotated; use them through Any.
@@ -291,12 +299,23 @@ class NavConnector:
         self._services[(kind, name)] = proxy
         return proxy
 
+    def _page_operation(self, page: str, operation: str) -> Any:
+        """Operation ``operation`` of page ``page``; FatalError when its WSDL does not offer it."""
+        proxy = self.service("Page", page)
+        try:
+            return getattr(proxy, operation)
+        except AttributeError:
+            raise FatalError(
+                f"page {page} does not offer {operation} (a read-only page?): nothing was sent",
+                system=SYSTEM,
+            ) from None
+
     # -- page writes -----------------------------------------------------------------------------
     def create(self, page: str, record: Mapping[str, Any]) -> dict[str, Any]:
         """Create one record; NAV fills ``No`` from its number series when it is left out."""
         _check_money(record)
-        proxy = self.service("Page", page)
-        result = self._call(lambda: proxy.Create(**{page: dict(record)}), write=True)
+        operation = self._page_operation(page, "Create")
+        result = self._call(lambda: operation(**{page: dict(record)}), write=True)
         return dict(_plain(_serialize(result, dict)))
 
     def create_multiple(self, page: str, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -304,9 +323,9 @@ class NavConnector:
         if not records:
             return []
         _check_money(list(records))
-        proxy = self.service("Page", page)
+        operation = self._page_operation(page, "CreateMultiple")
         payload = {page: [dict(r) for r in records]}
-        result = self._call(lambda: proxy.CreateMultiple(**{f"{page}_List": payload}), write=True)
+        result = self._call(lambda: operation(**{f"{page}_List": payload}), write=True)
         return _records(result, page)
 
     def create_batch(self, page: str, records: Sequence[Mapping[str, Any]]) -> list[WriteResult]:
@@ -364,10 +383,10 @@ class NavConnector:
         if not record.get("Key"):
             raise ValueError(f"update of a {page} record needs its Key (read it first)")
         _check_money(record)
-        proxy = self.service("Page", page)
+        operation = self._page_operation(page, "Update")
 
         def send(body: Mapping[str, Any]) -> dict[str, Any]:
-            result = self._call(lambda: proxy.Update(**{page: dict(body)}), write=True)
+            result = self._call(lambda: operation(**{page: dict(body)}), write=True)
             return dict(_plain(_serialize(result, dict)))
 
         try:
@@ -382,14 +401,18 @@ class NavConnector:
 
     def delete(self, page: str, key: str) -> bool:
         """Delete the record whose current ``Key`` this is."""
-        proxy = self.service("Page", page)
-        return bool(self._call(lambda: proxy.Delete(Key=key), write=True))
+        operation = self._page_operation(page, "Delete")
+        return bool(self._call(lambda: operation(Key=key), write=True))
 
     # -- page reads ------------------------------------------------------------------------------
-    def read(self, page: str, no: str) -> dict[str, Any] | None:
-        """The record with primary key ``no``, or None (NAV answers an empty Read_Result)."""
+    def read(self, page: str, no: str | int) -> dict[str, Any] | None:
+        """The record with primary key ``no``, or None (NAV answers an empty Read_Result).
+
+        The key is the page's key field: ``No``, or ``Entry_No`` for ``PaymentStatusEntries``.
+        """
         proxy = self.service("Page", page)
-        result = self._call(lambda: proxy.Read(No=no), write=False)
+        key_field = PAGES[page].key_field if page in PAGES else "No"
+        result = self._call(lambda: proxy.Read(**{key_field: no}), write=False)
         return None if result is None else dict(_plain(_serialize(result, dict)))
 
     def read_multiple(
@@ -404,8 +427,10 @@ class NavConnector:
             raise ValueError("set_size must be at least 1 (0 would make NAV return everything at once)")
         proxy = self.service("Page", page)
         criteria = [{"Field": field, "Criteria": value} for field, value in (filters or {}).items()]
-        if not criteria:
-            criteria = [{"Field": "No", "Criteria": ""}]  # ReadMultiple needs one filter; blank = all
+        if not criteria:  # ReadMultiple needs one filter; a blank one on the key field = all
+            spec = PAGES.get(page)
+            field = spec.key_field if spec is not None and spec.key_field != "Key" else "No"
+            criteria = [{"Field": field, "Criteria": ""}]
         bookmark: str | None = None
         while True:
             mark = bookmark
@@ -490,6 +515,43 @@ class NavConnector:
             "paidOn": paid_on or _BLANK_DATE,
         }
         return bool(self.call_codeunit("PaymentStatus", "RecordPaymentStatus", parameters))
+
+    def payment_statuses(self, status: str | None = None, *, set_size: int = 200) -> list[dict[str, Any]]:
+        """The payment-status entries NAV holds (page ``PaymentStatusEntries``), in ``Entry_No`` order.
+
+        Each is the page's record (``Key``, ``Entry_No``, ``Invoice_No``, ``Status``, ``Amount_Paid``,
+        ``Amount_Due``, ``Currency_Code``, ``Paid_On`` when set) with ``Status`` in the vocabulary
+        :meth:`record_payment_status` takes (``Partially Paid``, not NAV's option name
+        ``Partially_Paid``). ``status`` keeps only entries of that status. Read by ReadMultiple in
+        pages of ``set_size``.
+        """
+        filters: dict[str, str] = {}
+        if status is not None:
+            option = option_name(status)
+            if option not in _STATUS_OF_OPTION:
+                raise ValueError(
+                    f"unknown payment status {status!r}; one of {', '.join(PAYMENT_STATUS_STATUSES)}"
+                )
+            filters["Status"] = quote_filter_value(option)
+        entries = []
+        for row in self.read_multiple(PAYMENT_STATUS_ENTRIES.name, filters, set_size=set_size):
+            published = str(row.get("Status", ""))
+            entries.append({**row, "Status": _STATUS_OF_OPTION.get(published, published)})
+        return entries
+
+    def latest_payment_status(self, *, set_size: int = 200) -> dict[str, str]:
+        """Each invoice's current payment status in NAV: invoice No -> status of its last entry.
+
+        Entries are appended, so the current one is the entry with the highest ``Entry_No``.
+        (``RecordPaymentStatus`` records a status once per invoice: an invoice that returns to a
+        status it had before keeps the later one as its current status.)
+        """
+        latest: dict[str, tuple[int, str]] = {}
+        for entry in self.payment_statuses(set_size=set_size):
+            invoice_no, entry_no = str(entry["Invoice_No"]), int(entry["Entry_No"])
+            if invoice_no not in latest or entry_no > latest[invoice_no][0]:
+                latest[invoice_no] = (entry_no, str(entry["Status"]))
+        return {invoice_no: status for invoice_no, (_, status) in latest.items()}
 
     # -- plumbing --------------------------------------------------------------------------------
     def _attempt(self, send: Callable[[], _T], *, write: bool) -> _T:

@@ -12,7 +12,11 @@ operations with state:
   Code fields upper-cased, and a ``Key`` that encodes the primary key and a row version, changing
   on every modification; an Update with an older ``Key`` gets NAV's "Another user has modified the
   record" fault; a duplicate ``No`` gets "The Customer already exists";
-* codeunit ``PaymentStatus`` with ``RecordPaymentStatus``, idempotent by (invoiceNo, status);
+* codeunit ``PaymentStatus`` with ``RecordPaymentStatus``, idempotent by (invoiceNo, status), each
+  new status appended to the "Payment Status Entry" table with the next ``Entry_No``;
+* read-only page ``PaymentStatusEntries`` over that table: Read (by ``Entry_No``) and ReadMultiple
+  like the other pages, in ``Entry_No`` order; its WSDL offers nothing else and any other operation
+  gets NAV's "Method ... was not found" fault;
 * HTTP Basic authentication with fixed demo credentials (real NAV mostly uses NTLM);
 * faults on demand (:meth:`NavSandbox.fail_next`, :meth:`fault_next`, :meth:`delay_next`,
   :meth:`stale_next_update`) or at random through the base class (``NavSandbox(faults=0.1, seed=1)``:
@@ -47,9 +51,11 @@ from urllib.parse import quote, unquote
 from connectors.nav.schema import (
     CODEUNITS,
     PAGES,
+    PAYMENT_STATUS_ENTRIES,
     PAYMENT_STATUS_STATUSES,
     SUBPAGES,
     PageSpec,
+    option_name,
 )
 from connectors.nav.settings import NavSettings
 from connectors.nav.wsdl import codeunit_namespace, codeunit_wsdl, page_namespace, page_wsdl
@@ -69,10 +75,20 @@ CODE_FIELDS = frozenset(
         "Payment_Terms_Code",
         "Sell_to_Customer_No",
         "External_Document_No",
+        "Invoice_No",
     }
 )
 #: Table names NAV's messages use for each page.
-TABLES = {"Customer": "Customer", "SalesInvoice": "Sales Header", "Sales_Invoice_Line": "Sales Line"}
+TABLES = {
+    "Customer": "Customer",
+    "SalesInvoice": "Sales Header",
+    "Sales_Invoice_Line": "Sales Line",
+    "PaymentStatusEntries": "Payment Status Entry",
+}
+#: The page over ``_payments`` (not a table of ``_data``); its entries are never modified, so the
+#: row version in their ``Key`` never changes.
+_ENTRIES = PAYMENT_STATUS_ENTRIES.name
+_ENTRY_VERSION = 1
 _CENT = Decimal("0.01")
 
 
@@ -266,7 +282,7 @@ class NavSandbox(Sandbox):
             "SalesInvoice": invoice_series,
             "Customer": customer_series,
         }
-        self._data: dict[str, dict[str, dict[str, Any]]] = {page: {} for page in PAGES}
+        self._data: dict[str, dict[str, dict[str, Any]]] = self._empty_tables()
         self._timestamp = 1000
         self._payments: dict[tuple[str, str], dict[str, Any]] = {}
         self._injected: list[_Injected] = []
@@ -367,15 +383,19 @@ class NavSandbox(Sandbox):
         return Response(status, page.encode(), dict(item.headers or {}), content_type="text/html")
 
     # -- inspection, seeding and out-of-band changes ---------------------------------------------
+    @staticmethod
+    def _empty_tables() -> dict[str, dict[str, dict[str, Any]]]:
+        return {page: {} for page in PAGES if page != _ENTRIES}
+
     def records(self, page: str) -> list[dict[str, Any]]:
-        """Every record of ``page`` as the SOAP API returns it (with ``Key``), sorted by ``No``."""
+        """Every record of ``page`` as the SOAP API returns it (with ``Key``), in primary-key order."""
         spec = PAGES[page]
         with self._lock:
-            return [self._public(spec, row) for _, row in sorted(self._data[page].items())]
+            return [self._public(spec, row) for _, row in self._rows(spec)]
 
     def count(self, page: str) -> int:
         with self._lock:
-            return len(self._data[PAGES[page].name])
+            return len(self._rows(PAGES[page]))
 
     def payment_statuses(self) -> list[dict[str, Any]]:
         """Entries recorded by ``RecordPaymentStatus``, in the order they were recorded."""
@@ -384,13 +404,13 @@ class NavSandbox(Sandbox):
 
     def seed(self, page: str, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Create records directly (no HTTP, same validation); for test fixtures and the demo."""
-        spec = PAGES[page]
+        spec = self._writable(page)
         with self._lock:
             return [self._public(spec, self._create(spec, dict(record))) for record in records]
 
     def modify(self, page: str, no: str, **fields: Any) -> dict[str, Any]:
         """Change a record as another NAV user would: its ``Key`` changes, earlier Keys go stale."""
-        spec = PAGES[page]
+        spec = self._writable(page)
         with self._lock:
             row = self._data[page][no]
             row.update(fields)
@@ -416,7 +436,7 @@ class NavSandbox(Sandbox):
         with self._lock:
             self._timestamp = int(state["timestamp"])
             self._series = {k: (str(v[0]), int(v[1])) for k, v in state["series"].items()}
-            self._data = {page: {} for page in PAGES}
+            self._data = self._empty_tables()
             for page, rows in state["data"].items():
                 spec = PAGES[page]
                 for no, row in rows.items():
@@ -426,6 +446,39 @@ class NavSandbox(Sandbox):
                 for name in ("amountPaid", "amountDue"):
                     entry[name] = Decimal(entry[name])
                 self._payments[(entry["invoiceNo"], entry["status"])] = entry
+
+    @staticmethod
+    def _writable(page: str) -> PageSpec:
+        spec = PAGES[page]
+        if not spec.writable:
+            raise ValueError(f"page {page} is read-only: its records come from what billsync records")
+        return spec
+
+    def _rows(self, spec: PageSpec) -> list[tuple[Any, dict[str, Any]]]:
+        """``(primary key, stored row)`` of a page in primary-key order (the order ReadMultiple pages in)."""
+        if spec.name == _ENTRIES:
+            entries = sorted(self._payments.values(), key=lambda entry: int(entry["entryNo"]))
+            return [(int(entry["entryNo"]), self._entry_row(entry)) for entry in entries]
+        return sorted(self._data[spec.name].items())
+
+    @staticmethod
+    def _entry_row(entry: Mapping[str, Any]) -> dict[str, Any]:
+        """A ``RecordPaymentStatus`` entry as a row of page ``PaymentStatusEntries``."""
+        return {
+            "Entry_No": int(entry["entryNo"]),
+            "Invoice_No": entry["invoiceNo"],
+            "Status": option_name(entry["status"]),
+            "Amount_Paid": entry["amountPaid"],
+            "Amount_Due": entry["amountDue"],
+            "Currency_Code": entry["currencyCode"],
+            "Paid_On": entry.get("paidOn"),
+            "_ts": _ENTRY_VERSION,
+        }
+
+    def _row_by_key(self, spec: PageSpec, key: Any) -> dict[str, Any] | None:
+        if spec.name == _ENTRIES:
+            return next((row for entry_no, row in self._rows(spec) if entry_no == key), None)
+        return self._data[spec.name].get(key)
 
     @staticmethod
     def _restore(spec: PageSpec, row: dict[str, Any]) -> dict[str, Any]:
@@ -536,11 +589,13 @@ class NavSandbox(Sandbox):
         def listing(rows: list[dict[str, Any]]) -> str:
             return "".join(self._record_xml(spec, row) for row in rows)
 
+        if op not in spec.operations:  # not in the page's WSDL (a read-only page)
+            raise NavFault(f"Method {op} was not found in service {name}.", "s:Client")
         if op == "Read":
             no = text(spec.key_field)
             if no is None:
                 raise self._null(spec.key_field, op, name)
-            row = self._data[name].get(no.upper())
+            row = self._row_by_key(spec, self._value(spec, spec.key_field, no))
             return result(self._record_xml(spec, row) if row else "")
         if op == "ReadMultiple":
             rows = self._read_multiple(spec, element, ns)
@@ -605,6 +660,11 @@ class NavSandbox(Sandbox):
                 return Decimal(text)
             except InvalidOperation:
                 raise NavFault(f'The value "{text}" can\'t be evaluated into type Decimal.') from None
+        if kind == "integer":
+            try:
+                return int(text)
+            except ValueError:
+                raise NavFault(f'The value "{text}" can\'t be evaluated into type Integer.') from None
         if kind == "date":
             try:
                 return dt.date.fromisoformat(text).isoformat() if text else None
@@ -624,27 +684,34 @@ class NavSandbox(Sandbox):
         bookmark = element.findtext(f"{{{ns}}}bookmarkKey")
         size_text = element.findtext(f"{{{ns}}}setSize") or "0"
         set_size = int(size_text)
-        rows = sorted(self._data[spec.name].items())
+        rows = self._rows(spec)
         if bookmark:
             parsed = parse_key(bookmark)
             if parsed is None:
                 raise NavFault("The bookmark key is not valid.")
-            after = parsed[0][-1]
+            after: Any = parsed[0][-1]
+            if spec.name == _ENTRIES:
+                if not after.isdigit():
+                    raise NavFault("The bookmark key is not valid.")
+                after = int(after)
             rows = [(no, row) for no, row in rows if no > after]
         out = []
         for _, row in rows:
-            try:
-                ok = all(
-                    criteria_matches(
+            ok = True
+            for field, criteria in filters:
+                numeric = spec.fields[field] in ("decimal", "integer")
+                try:
+                    ok = criteria_matches(
                         criteria,
                         row.get(field),
-                        "decimal" if spec.fields[field] == "decimal" else "string",
+                        "decimal" if numeric else "string",
                         code=field in CODE_FIELDS,
                     )
-                    for field, criteria in filters
-                )
-            except _FilterError as exc:
-                raise NavFault(f'The filter "{exc}" is not valid for a Decimal field.') from None
+                except _FilterError as exc:
+                    kind = "an Integer" if spec.fields[field] == "integer" else "a Decimal"
+                    raise NavFault(f'The filter "{exc}" is not valid for {kind} field.') from None
+                if not ok:
+                    break
             if ok:
                 out.append(row)
                 if 0 < set_size <= len(out):
@@ -861,6 +928,8 @@ class NavSandbox(Sandbox):
             return [row["No"]]
         if spec.name == "SalesInvoice":
             return ["Invoice", row["No"]]
+        if spec.name == _ENTRIES:
+            return [str(row["Entry_No"])]
         return ["Invoice", parent or "", str(row["_line_no"])]
 
     def _public(self, spec: PageSpec, row: dict[str, Any], parent: str | None = None) -> dict[str, Any]:

@@ -5,23 +5,53 @@ One table serves three readers: ``billsync mappings check`` (a misspelt target f
 WSDL generator (:mod:`connectors.nav.wsdl`) and the sandbox's validation. Names follow what NAV
 publishes for the standard pages: a field's caption with every non-alphanumeric character replaced
 by ``_`` (``Post Code`` -> ``Post_Code``, ``E-Mail`` -> ``E_Mail``), ``Key`` first, and a sub-page
-part (``SalesLines``) holding a ``<Subpage>_List`` of line records.
+part (``SalesLines``) holding a ``<Subpage>_List`` of line records. Option values are published the
+same way (``Pending Approval`` -> ``Pending_Approval``, see :func:`option_name`). A page offers NAV's
+full set of operations unless it is read-only: ``PaymentStatusEntries`` publishes only ``Read`` and
+``ReadMultiple``, as NAV does for a page that allows no insert, modify or delete.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 #: XSD type of each scalar kind NAV publishes (Code/Text -> string, Decimal, Date, Boolean, Integer).
-XSD_TYPES = {"string": "xsd:string", "decimal": "xsd:decimal", "date": "xsd:date", "boolean": "xsd:boolean"}
+XSD_TYPES = {
+    "string": "xsd:string",
+    "decimal": "xsd:decimal",
+    "date": "xsd:date",
+    "boolean": "xsd:boolean",
+    "integer": "xsd:int",
+}
+
+#: Page operations NAV publishes for an editable page, in NAV's order.
+PAGE_OPERATIONS = (
+    "Read",
+    "ReadMultiple",
+    "IsUpdated",
+    "Create",
+    "CreateMultiple",
+    "Update",
+    "UpdateMultiple",
+    "Delete",
+)
+#: What NAV publishes for a page that allows no insert, modify or delete.
+READ_ONLY_OPERATIONS = ("Read", "ReadMultiple")
+
+
+def option_name(caption: str) -> str:
+    """An option value as NAV's WSDL publishes it: ``Partially Paid`` -> ``Partially_Paid``, ``""`` -> ``_blank_``."""
+    return re.sub(r"[^0-9A-Za-z]", "_", caption) or "_blank_"
 
 
 @dataclass(frozen=True)
 class PageSpec:
     """One page (or sub-page) as its WSDL publishes it.
 
-    ``fields`` maps a field to ``string``/``decimal``/``date``/``boolean``, to an enum name of
-    ``enums`` or, for a part, to the sub-page's name. ``key_field`` is the primary key ``Read`` takes.
+    ``fields`` maps a field to ``string``/``decimal``/``date``/``boolean``/``integer``, to an enum
+    name of ``enums`` or, for a part, to the sub-page's name. ``key_field`` is the primary key
+    ``Read`` takes. ``operations`` are those the page's WSDL publishes (and the sandbox answers).
     """
 
     name: str
@@ -31,6 +61,11 @@ class PageSpec:
     parts: dict[str, str] = field(default_factory=dict)  # part field -> sub-page name
     read_only: frozenset[str] = frozenset({"Key"})
     required_on_create: tuple[str, ...] = ()
+    operations: tuple[str, ...] = PAGE_OPERATIONS
+
+    @property
+    def writable(self) -> bool:
+        return "Create" in self.operations
 
 
 SALES_INVOICE_LINE = PageSpec(
@@ -90,7 +125,37 @@ SALES_INVOICE = PageSpec(
     required_on_create=("Sell_to_Customer_No",),
 )
 
-PAGES: dict[str, PageSpec] = {CUSTOMER.name: CUSTOMER, SALES_INVOICE.name: SALES_INVOICE}
+#: The statuses billsync records through codeunit ``PaymentStatus`` (its ``status`` parameter).
+PAYMENT_STATUS_STATUSES = ("Open", "Partially Paid", "Paid", "Overdue", "Void", "Uncollectible")
+
+#: The "Payment Status Entry" table billsync's extension adds, one entry per status recorded by
+#: ``RecordPaymentStatus``, published read-only so statuses can be read back (audits, the demo).
+#: Entries are appended: an invoice's current status is its entry with the highest ``Entry_No``.
+PAYMENT_STATUS_ENTRIES = PageSpec(
+    name="PaymentStatusEntries",
+    fields={
+        "Key": "string",
+        "Entry_No": "integer",
+        "Invoice_No": "string",
+        "Status": "Status",
+        "Amount_Paid": "decimal",
+        "Amount_Due": "decimal",
+        "Currency_Code": "string",
+        "Paid_On": "date",
+    },
+    key_field="Entry_No",
+    enums={"Status": tuple(option_name(status) for status in PAYMENT_STATUS_STATUSES)},
+    read_only=frozenset(
+        {"Key", "Entry_No", "Invoice_No", "Status", "Amount_Paid", "Amount_Due", "Currency_Code", "Paid_On"}
+    ),
+    operations=READ_ONLY_OPERATIONS,
+)
+
+PAGES: dict[str, PageSpec] = {
+    CUSTOMER.name: CUSTOMER,
+    SALES_INVOICE.name: SALES_INVOICE,
+    PAYMENT_STATUS_ENTRIES.name: PAYMENT_STATUS_ENTRIES,
+}
 SUBPAGES: dict[str, PageSpec] = {SALES_INVOICE_LINE.name: SALES_INVOICE_LINE}
 
 
@@ -102,8 +167,6 @@ class CodeunitOperation:
     parameters: tuple[tuple[str, str], ...]
     returns: str = "boolean"
 
-
-PAYMENT_STATUS_STATUSES = ("Open", "Partially Paid", "Paid", "Overdue", "Void", "Uncollectible")
 
 CODEUNITS: dict[str, dict[str, CodeunitOperation]] = {
     "PaymentStatus": {

@@ -7,28 +7,20 @@ Generated from :mod:`connectors.nav.schema` in the shape NAV publishes (compare
 filterable fields), ``<Page>_Filter{Field, Criteria}``, request/response elements ``<Op>`` and
 ``<Op>_Result``, messages of one ``parameters`` part, ``<Page>_Port``, ``<Page>_Binding`` with
 document/literal operations whose soapAction is ``<namespace>:<Op>``, and ``<Page>_Service``.
+A page publishes only its :attr:`~connectors.nav.schema.PageSpec.operations` (a read-only page:
+``Read`` and ``ReadMultiple``), and ``Read`` takes its primary key in the key field's type.
 """
 
 from __future__ import annotations
 
 from html import escape
 
-from connectors.nav.schema import CODEUNITS, PAGES, SUBPAGES, XSD_TYPES, PageSpec
+from connectors.nav.schema import CODEUNITS, PAGE_OPERATIONS, PAGES, SUBPAGES, XSD_TYPES, PageSpec
+
+__all__ = ["PAGE_OPERATIONS", "codeunit_namespace", "codeunit_wsdl", "page_namespace", "page_wsdl"]
 
 WSDL_NS = "http://schemas.xmlsoap.org/wsdl/"
 SOAP_NS = "http://schemas.xmlsoap.org/wsdl/soap/"
-
-#: Page operations the sandbox publishes, in NAV's order.
-PAGE_OPERATIONS = (
-    "Read",
-    "ReadMultiple",
-    "IsUpdated",
-    "Create",
-    "CreateMultiple",
-    "Update",
-    "UpdateMultiple",
-    "Delete",
-)
 
 
 def page_namespace(page: str) -> str:
@@ -135,30 +127,50 @@ def page_wsdl(page: str, address: str) -> str:
     )
     record = f"tns:{name}"
     listing = f"tns:{name}_List"
-    types += [
-        _wrapper("Read", _element(spec.key_field, "xsd:string", min_occurs=1)),
-        _wrapper("Read_Result", _element(name, record)),
-        _wrapper(
-            "ReadMultiple",
-            _element("filter", f"tns:{name}_Filter", min_occurs=1, max_occurs="unbounded"),
-            _element("bookmarkKey", "xsd:string"),
-            _element("setSize", "xsd:int", min_occurs=1),
+    key_type = XSD_TYPES.get(spec.fields.get(spec.key_field, "string"), "xsd:string")
+    wrappers = {
+        "Read": (
+            _wrapper("Read", _element(spec.key_field, key_type, min_occurs=1)),
+            _wrapper("Read_Result", _element(name, record)),
         ),
-        _wrapper("ReadMultiple_Result", _element("ReadMultiple_Result", listing)),
-        _wrapper("IsUpdated", _element("Key", "xsd:string", min_occurs=1)),
-        _wrapper("IsUpdated_Result", _element("IsUpdated_Result", "xsd:boolean", min_occurs=1)),
-        _wrapper("Create", _element(name, record, min_occurs=1)),
-        _wrapper("Create_Result", _element(name, record, min_occurs=1)),
-        _wrapper("CreateMultiple", _element(f"{name}_List", listing, min_occurs=1)),
-        _wrapper("CreateMultiple_Result", _element(f"{name}_List", listing, min_occurs=1)),
-        _wrapper("Update", _element(name, record, min_occurs=1)),
-        _wrapper("Update_Result", _element(name, record, min_occurs=1)),
-        _wrapper("UpdateMultiple", _element(f"{name}_List", listing, min_occurs=1)),
-        _wrapper("UpdateMultiple_Result", _element(f"{name}_List", listing, min_occurs=1)),
-        _wrapper("Delete", _element("Key", "xsd:string", min_occurs=1)),
-        _wrapper("Delete_Result", _element("Delete_Result", "xsd:boolean", min_occurs=1)),
-    ]
-    return _definitions(page_namespace(name), name, list(PAGE_OPERATIONS), types, f"{name}_Service", address)
+        "ReadMultiple": (
+            _wrapper(
+                "ReadMultiple",
+                _element("filter", f"tns:{name}_Filter", min_occurs=1, max_occurs="unbounded"),
+                _element("bookmarkKey", "xsd:string"),
+                _element("setSize", "xsd:int", min_occurs=1),
+            ),
+            _wrapper("ReadMultiple_Result", _element("ReadMultiple_Result", listing)),
+        ),
+        "IsUpdated": (
+            _wrapper("IsUpdated", _element("Key", "xsd:string", min_occurs=1)),
+            _wrapper("IsUpdated_Result", _element("IsUpdated_Result", "xsd:boolean", min_occurs=1)),
+        ),
+        "Create": (
+            _wrapper("Create", _element(name, record, min_occurs=1)),
+            _wrapper("Create_Result", _element(name, record, min_occurs=1)),
+        ),
+        "CreateMultiple": (
+            _wrapper("CreateMultiple", _element(f"{name}_List", listing, min_occurs=1)),
+            _wrapper("CreateMultiple_Result", _element(f"{name}_List", listing, min_occurs=1)),
+        ),
+        "Update": (
+            _wrapper("Update", _element(name, record, min_occurs=1)),
+            _wrapper("Update_Result", _element(name, record, min_occurs=1)),
+        ),
+        "UpdateMultiple": (
+            _wrapper("UpdateMultiple", _element(f"{name}_List", listing, min_occurs=1)),
+            _wrapper("UpdateMultiple_Result", _element(f"{name}_List", listing, min_occurs=1)),
+        ),
+        "Delete": (
+            _wrapper("Delete", _element("Key", "xsd:string", min_occurs=1)),
+            _wrapper("Delete_Result", _element("Delete_Result", "xsd:boolean", min_occurs=1)),
+        ),
+    }
+    operations = [op for op in PAGE_OPERATIONS if op in spec.operations]
+    for op in operations:
+        types += wrappers[op]
+    return _definitions(page_namespace(name), name, operations, types, f"{name}_Service", address)
 
 
 def codeunit_wsdl(codeunit: str, address: str) -> str:

@@ -6,14 +6,16 @@ not load the emulator.
 
 from __future__ import annotations
 
-from connectors.quickbooks.client import BatchItem, BatchResult, QuickBooksConnector, dumps_exact
-from connectors.quickbooks.errors import DuplicateNameError, StaleObjectError
+from connectors.quickbooks.client import BatchItem, BatchResult, ChangeSet, QuickBooksConnector, dumps_exact
+from connectors.quickbooks.errors import ChangeWindowError, DuplicateNameError, StaleObjectError
 from connectors.quickbooks.settings import QuickBooksSettings
 from connectors.quickbooks.tokens import MemoryTokenStore, OAuthTokens, TokenStore
 
 __all__ = [
     "BatchItem",
     "BatchResult",
+    "ChangeSet",
+    "ChangeWindowError",
     "DuplicateNameError",
     "MemoryTokenStore",
     "OAuthTokens",

@@ -15,7 +15,11 @@ What it adds to the libraries, and why:
   ``OutcomeUnknownError`` whatever the last error was; ``update(..., retry_stale=True)`` re-reads
   the SyncToken once after a 5010;
 * exact money: Decimal in payloads is written as a JSON number digit for digit (python-quickbooks'
-  own ``DecimalEncoder`` writes it as a *string*), and JSON numbers in responses parse to Decimal.
+  own ``DecimalEncoder`` writes it as a *string*), and JSON numbers in responses parse to Decimal;
+* incremental reads: :meth:`QuickBooksConnector.changes` (Change Data Capture, deletions included,
+  falling back to queries when CDC's 1,000-object answer is full) and
+  :meth:`QuickBooksConnector.query_changed` (``LastUpdatedTime`` pages that neither skip nor repeat
+  rows when many share one second, which a plain STARTPOSITION walk does while rows change).
 
 A connector instance is not thread-safe; use one per worker thread (they may share a token store).
 """
@@ -44,11 +48,13 @@ from connectors.errors import (
     ConnectorError,
     FatalError,
     OutcomeUnknownError,
+    RecordError,
     RetryableError,
 )
 from connectors.quickbooks.auth import TokenManager, utcnow
 from connectors.quickbooks.errors import (
     SYSTEM,
+    ChangeWindowError,
     FaultError,
     StaleObjectError,
     translate_errors,
@@ -60,10 +66,22 @@ from connectors.quickbooks.settings import QuickBooksSettings
 from connectors.quickbooks.tokens import TokenStore
 from connectors.retry import RetryPolicy
 
-__all__ = ["BATCH_SIZE", "PAGE_SIZE", "BatchItem", "BatchResult", "QuickBooksConnector", "dumps_exact"]
+__all__ = [
+    "BATCH_SIZE",
+    "CDC_LIMIT",
+    "CDC_LOOKBACK",
+    "PAGE_SIZE",
+    "BatchItem",
+    "BatchResult",
+    "ChangeSet",
+    "QuickBooksConnector",
+    "dumps_exact",
+]
 
 BATCH_SIZE = 30  # QBO's maximum number of BatchItemRequest entries
 PAGE_SIZE = 1000  # QBO's maximum MAXRESULTS
+CDC_LIMIT = 1000  # objects in one Change Data Capture answer, all entities together
+CDC_LOOKBACK = dt.timedelta(days=30)  # the oldest changedSince CDC accepts
 _IN_CHUNK = 50  # values per ``IN (...)`` lookup, keeping the statement short
 _FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$")
 _T = TypeVar("_T")
@@ -97,6 +115,22 @@ class BatchResult:
     ok: bool
     entity: dict[str, Any] | None
     error: ConnectorError | None
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """What changed in QBO since a time: entities by type, in QBO's JSON shape, oldest change first.
+
+    A deleted entity comes as ``{"domain": "QBO", "status": "Deleted", "Id": ..., "MetaData":
+    {"LastUpdatedTime": ...}}``. ``time`` is QBO's clock when it answered: the ``since`` of the next
+    pull (never the caller's clock). ``truncated``: CDC's answer was full (1,000 objects), so the live
+    entities were re-read with ``LastUpdatedTime`` queries instead; deletions past that limit are not
+    known and need a reconciliation by Id.
+    """
+
+    entities: dict[str, list[dict[str, Any]]]
+    time: dt.datetime | None
+    truncated: bool = False
 
 
 #: Entities whose queries skip inactive records by default (QBO "name list" entities).
@@ -162,6 +196,25 @@ def _field_value(entity: Mapping[str, Any], path: str) -> Any:
     if isinstance(current, Mapping) and "value" in current:
         return current["value"]  # a reference such as CustomerRef compares by its value
     return current
+
+
+def _instant(value: Any) -> dt.datetime | None:
+    """QBO's ISO time text (``2016-04-13T07:34:40-07:00``) as an aware datetime, None if it is not one."""
+    try:
+        moment = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _aware(since: dt.datetime) -> dt.datetime:
+    if since.tzinfo is None:
+        raise ValueError("since must be a timezone-aware datetime")
+    return since.replace(microsecond=0)  # QBO times have whole seconds: round down, never skip
+
+
+def _last_updated(row: Mapping[str, Any]) -> dt.datetime | None:
+    return _instant(_field_value(row, "MetaData.LastUpdatedTime"))
 
 
 def _rows(page: Mapping[str, Any], entity: str) -> list[dict[str, Any]]:
@@ -235,6 +288,8 @@ class QuickBooksConnector:
         """``retry`` replaces the policy built from the ``retry_*``/``sleep`` arguments."""
         self.settings = settings
         self.api_calls = 0
+        self.cdc_limit = CDC_LIMIT
+        self._clock = clock
         self.retry = retry or RetryPolicy(
             attempts=max(1, retry_attempts),
             backoff=retry_backoff,
@@ -423,6 +478,112 @@ class QuickBooksConnector:
                 if value is not None:
                     found.setdefault(str(value), row)
         return found
+
+    def changed_since(self, entities: Sequence[str], since: dt.datetime) -> dict[str, list[dict[str, Any]]]:
+        """Entities of these types changed (or deleted) at or after ``since``; see :meth:`changes`."""
+        return self.changes(entities, since).entities
+
+    def changes(self, entities: Sequence[str], since: dt.datetime) -> ChangeSet:
+        """One Change Data Capture call (``GET cdc?entities=...&changedSince=...``), e.g. for
+        ``["Payment", "Invoice"]``: every type asked is a key of the result, empty lists included.
+
+        ``since`` (aware) is inclusive and rounded down to the second, so a pull starting from the
+        previous answer's ``time`` may see an entity twice but never misses one. Raises
+        :class:`ChangeWindowError` (without a call when the local clock already tells) if ``since`` is
+        more than 30 days ago. When CDC's answer is full (:attr:`cdc_limit` objects), each type is
+        re-read with :meth:`query_changed` and the result is marked ``truncated``.
+        """
+        names = list(dict.fromkeys(entities))
+        if not names:
+            raise ValueError("changes() needs at least one entity")
+        for name in names:
+            self._check_entity(name)
+        since = _aware(since)
+        if since < self._clock() - CDC_LOOKBACK:
+            raise ChangeWindowError(
+                f"Change Data Capture looks back {CDC_LOOKBACK.days} days at most; "
+                f"{since.isoformat()} is older: re-read with query_changed()",
+                code="cdc_window",
+                system=SYSTEM,
+            )
+        changed_since = since.isoformat()
+        try:
+            data = self._call(
+                lambda: self.qb.change_data_capture(",".join(names), changed_since), write=False
+            )
+        except RecordError as exc:
+            if "older than" in exc.message:  # QBO's clock says so where ours did not
+                raise ChangeWindowError(exc.message, code=exc.code, system=SYSTEM) from exc
+            raise
+        found: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        by_lower = {name.lower(): name for name in names}
+        total = 0
+        for block in (data or {}).get("CDCResponse") or []:
+            for response in (block or {}).get("QueryResponse") or []:
+                for key, rows in (response or {}).items():
+                    wanted = by_lower.get(str(key).lower())
+                    if wanted is not None and isinstance(rows, list):
+                        found[wanted].extend(dict(row) for row in rows if isinstance(row, Mapping))
+                        total += len(rows)
+        truncated = total >= self.cdc_limit
+        if truncated:
+            for name in names:
+                live = [row for page in self.query_changed(name, since) for row in page]
+                live_ids = {str(row.get("Id")) for row in live}
+                deleted = [
+                    row
+                    for row in found[name]
+                    if row.get("status") == "Deleted" and str(row.get("Id")) not in live_ids
+                ]
+                found[name] = live + deleted
+        return ChangeSet(found, _instant((data or {}).get("time")), truncated)
+
+    def query_changed(
+        self, entity: str, since: dt.datetime, page_size: int = PAGE_SIZE
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Pages of the ``entity`` rows whose ``MetaData.LastUpdatedTime`` is at or after ``since``,
+        oldest first (inactive name-list rows included; deletions cannot be seen this way).
+
+        Pages by time, not by position: each query starts at the last time seen (``>=``), and rows of
+        that second already yielded are dropped, so a row updated meanwhile moves to a later page
+        instead of shifting another one out of sight. Only when a whole page shares one second does it
+        step on by STARTPOSITION, overlapping one row: if that row is not the one last seen, rows left
+        that second meanwhile and the second is read again from its start. A row changed during the
+        walk may come twice (its newer version last).
+        """
+        self._check_entity(entity)
+        if not 1 <= page_size <= PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {PAGE_SIZE}")
+        cursor = _aware(since)
+        also_inactive = " AND Active IN (true, false)" if entity in _NAME_LIST_ENTITIES else ""
+        seen: set[str] = set()  # Ids yielded whose LastUpdatedTime is the cursor
+        skip = 0  # rows of the cursor's second stepped over by position
+        while True:
+            overlap = 1 if skip else 0
+            statement = (
+                f"SELECT * FROM {entity} WHERE Metadata.LastUpdatedTime >= '{cursor.isoformat()}'"
+                f"{also_inactive} ORDERBY Metadata.LastUpdatedTime"
+                f" STARTPOSITION {skip + 1 - overlap} MAXRESULTS {page_size}"
+            )
+            rows = _rows(self._query_page(statement), entity)
+            if overlap and (not rows or str(rows[0].get("Id")) not in seen):
+                skip = 0  # the second shrank under us: read it again from its start
+                continue
+            fresh = [row for row in rows if str(row.get("Id")) not in seen]
+            if fresh:
+                yield fresh
+            if len(rows) < page_size:
+                return
+            last = _last_updated(rows[-1])
+            if last is None:
+                raise FatalError(
+                    f"{entity} {rows[-1].get('Id')} has no MetaData.LastUpdatedTime", system=SYSTEM
+                )
+            if last == cursor:  # the whole page is one second: step over it by position
+                skip += len(rows) - overlap
+            else:
+                cursor, skip, seen = last, 0, set()
+            seen.update(str(row.get("Id")) for row in rows if _last_updated(row) == cursor)
 
     def _query_page(self, statement: str) -> dict[str, Any]:
         return dict(self._call(lambda: self.qb.query(statement), write=False))

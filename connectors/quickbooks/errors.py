@@ -13,6 +13,7 @@ connector translates from the raw response instead::
     500-599 unsupported operation      FatalError              a bug or a wrong URL
     5010 Stale Object Error            StaleObjectError        re-read, re-apply
     6240 Duplicate Name Exists         DuplicateNameError      look the name up, bind
+    CDC changedSince > 30 days old     ChangeWindowError       re-read by LastUpdatedTime queries
     610 Object Not Found, 600-9999     RecordError             dead-letter the record
     10000+ SystemFault, HTTP 5xx       RetryableError          try again later
     timeout / reset after sending      OutcomeUnknownError     look the write up first (writes)
@@ -43,6 +44,7 @@ from connectors.retry import parse_retry_after
 __all__ = [
     "DEFAULT_RETRY_AFTER",
     "SYSTEM",
+    "ChangeWindowError",
     "DuplicateNameError",
     "FaultError",
     "StaleObjectError",
@@ -68,6 +70,11 @@ class StaleObjectError(RecordError):
 
 class DuplicateNameError(RecordError):
     """6240: another Customer/Item/... already uses this name; look it up and bind to it instead."""
+
+
+class ChangeWindowError(FatalError):
+    """Change Data Capture looks back 30 days at most: an older ``changedSince`` is refused. The
+    stream must re-read by ``LastUpdatedTime`` queries (which cannot show deletions) instead."""
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,15 @@
-"""A loopback emulator of QuickBooks Online v3 (Customer, Item, Invoice) and Intuit's OAuth2 server.
+"""A loopback emulator of QuickBooks Online v3 (Customer, Item, Invoice, Payment, PaymentMethod, CDC) and
+Intuit's OAuth2 server.
 
 It speaks the real JSON shapes (entity envelopes, ``QueryResponse``, ``Fault``, ``BatchItemResponse``,
 the gateway's lower-case 401 body and the 429 throttle as XML), keeps state, and enforces the limits
 the connector has to live with: rotating refresh tokens, expiring access tokens, 30 items per batch,
 1,000 rows per query page, SyncToken optimistic locking, unique names, ``?requestid=`` idempotency.
+Payments are applied as QBO applies them: each line's ``LinkedTxn`` must be an open Invoice of the same
+customer, no line may exceed the invoice's open ``Balance``, the lines may not exceed ``TotalAmt`` (the
+rest is ``UnappliedAmt``); applying, changing or deleting a payment moves the invoice's ``Balance``,
+``LinkedTxn``, ``SyncToken`` and ``LastUpdatedTime``. Change Data Capture (``GET .../cdc``) answers the
+entities changed since a time within the last 30 days, deletions as ``status: Deleted``.
 Approximations are marked as such where the real error code is not documented. Each request runs on
 its own server thread; all state changes happen under the base class's re-entrant ``_lock``.
 
@@ -18,6 +24,7 @@ Usage::
     with QuickBooksSandbox() as qbo:
         connector = QuickBooksConnector(qbo.settings(), MemoryTokenStore())
         qbo.throttle_next(1, retry_after=0)
+        qbo.record_payment(customer_id, Decimal("50.00"), {invoice_id: Decimal("50.00")}, "2024-05-02")
 """
 
 from __future__ import annotations
@@ -39,10 +46,30 @@ from connectors.quickbooks.client import dumps_exact
 from connectors.quickbooks.settings import QuickBooksSettings
 from connectors.sandbox import Handler, Request, Response, Sandbox
 
-ENTITIES = {"customer": "Customer", "item": "Item", "invoice": "Invoice"}
+ENTITIES = {
+    "customer": "Customer",
+    "item": "Item",
+    "invoice": "Invoice",
+    "payment": "Payment",
+    "paymentmethod": "PaymentMethod",
+}
 BATCH_LIMIT = 30
 PAGE_LIMIT = 1000
 DEFAULT_PAGE = 100  # QBO's MAXRESULTS when a query gives none
+CDC_LIMIT = 1000  # objects in one CDC answer, all entities together (Intuit: "a maximum of 1,000")
+CDC_LOOKBACK = dt.timedelta(days=30)  # the oldest changedSince CDC accepts
+PAYMENT_REF_MAX = 21  # characters of Payment.PaymentRefNum
+#: The payment methods of a fresh sandbox company: (Id, Name, Type). QBO's sample company has Cash,
+#: Check and card brands; the others are what a European accountant adds (and the mapping specs map).
+DEFAULT_PAYMENT_METHODS = (
+    ("1", "Cash", "NON_CREDIT_CARD"),
+    ("2", "Check", "NON_CREDIT_CARD"),
+    ("3", "Credit Card", "CREDIT_CARD"),
+    ("4", "Direct Debit", "NON_CREDIT_CARD"),
+    ("5", "Bank Transfer", "NON_CREDIT_CARD"),
+    ("6", "Visa", "CREDIT_CARD"),
+)
+_BUSINESS = "A business validation error has occurred while processing your request"
 
 _PACIFIC = dt.timezone(dt.timedelta(hours=-7))
 _CENT = Decimal("0.01")
@@ -73,7 +100,7 @@ class QboFault(Exception):
     def __init__(
         self, code: str, message: str, detail: str, *, element: str = "", kind: str = "ValidationFault"
     ) -> None:
-        super().__init__(message)
+        super().__init__(f"{code} {message}: {detail}")
         self.code, self.message, self.detail, self.element, self.kind = code, message, detail, element, kind
 
     def fault(self) -> dict[str, Any]:
@@ -137,11 +164,17 @@ def _ref_value(entity: Mapping[str, Any], name: str) -> str | None:
 
 
 def _field(entity: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path; QBO matches property names case-insensitively in queries, which is
+    how its documented ``Metadata.LastUpdatedTime`` finds the ``MetaData`` the entities carry."""
     current: Any = entity
     for part in path.split("."):
         if not isinstance(current, Mapping):
             return None
-        current = current.get(part)
+        if part in current:
+            current = current[part]
+        else:
+            lower = part.lower()
+            current = next((v for k, v in current.items() if str(k).lower() == lower), None)
     if isinstance(current, Mapping) and "value" in current:
         return current["value"]
     return current
@@ -329,13 +362,35 @@ class _Query:
         return True
 
 
+_DATETIME_TEXT = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\Z"
+)
+
+
+def _moment(value: Any) -> dt.datetime | None:
+    """A date or date-time text as an aware datetime; QBO reads one without an offset in the
+    company's time zone (Pacific here). None when ``value`` is not such a text."""
+    text = str(value)
+    if not _DATETIME_TEXT.match(text):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=_PACIFIC)
+
+
 def _sort_key(value: Any) -> tuple[int, Any]:
     if value is None:
         return (0, "")
     try:
         return (1, Decimal(str(value)))
     except InvalidOperation:
-        return (2, str(value).lower())
+        pass
+    moment = _moment(value)
+    if moment is not None:
+        return (2, moment)
+    return (3, str(value).lower())
 
 
 def _compare(actual: Any, expected: Any) -> int:
@@ -347,12 +402,9 @@ def _compare(actual: Any, expected: Any) -> int:
         return (x > y) - (x < y)
     except InvalidOperation:
         pass
-    try:
-        t, u = dt.datetime.fromisoformat(str(actual)), dt.datetime.fromisoformat(str(expected))
-        if (t.tzinfo is None) == (u.tzinfo is None):
-            return (t > u) - (t < u)
-    except ValueError:
-        pass
+    t, u = _moment(actual), _moment(expected)
+    if t is not None and u is not None:
+        return (t > u) - (t < u)
     a, b = str(actual).lower(), str(expected).lower()
     return (a > b) - (a < b)
 
@@ -387,6 +439,10 @@ class QuickBooksSandbox(Sandbox):
         self._next_id: dict[str, int] = {name: 1 for name in ENTITIES.values()}
         self._next_doc_number = 1001
         self._names: dict[str, dict[str, str]] = {"Customer": {}, "Item": {}}  # lower-case name -> Id
+        self._deleted: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in ENTITIES.values()}
+        self._links: dict[str, dict[str, Decimal]] = {}  # Invoice Id -> Payment Id -> amount applied
+        self._clock_offset = dt.timedelta(0)
+        self.cdc_limit = CDC_LIMIT
         self._by_request_id: dict[str, Response] = {}
         self._hidden: set[tuple[str, str]] = set()  # created earlier in the running batch
         self._throttle: list[float | None] = []
@@ -396,15 +452,17 @@ class QuickBooksSandbox(Sandbox):
         self._expire_once = False
         self.refreshes = 0
         self.applied_writes = 0
+        self._seed_payment_methods()
         self.route("GET", r"/\.well-known/openid_configuration/?", self._discovery, faults=False)
         self.route("POST", r"/oauth2/v1/tokens/bearer", self._token, faults=False)
         company = r"/v3/company/(?P<realm>[^/]+)"
-        entity = r"(?P<entity>customer|item|invoice)"
+        entity = r"(?P<entity>customer|item|invoice|payment|paymentmethod)"
         self.route("POST", rf"{company}/{entity}", self._api(self._write, write=True))
         self.route("GET", rf"{company}/{entity}/(?P<id>[^/]+)", self._api(self._read))
         self.route("POST", rf"{company}/query", self._api(self._query))
         self.route("GET", rf"{company}/query", self._api(self._query))
         self.route("POST", rf"{company}/batch", self._api(self._batch, write=True))
+        self.route("GET", rf"{company}/cdc", self._api(self._cdc))
 
     def __enter__(self) -> QuickBooksSandbox:
         self.start()
@@ -434,6 +492,23 @@ class QuickBooksSandbox(Sandbox):
         }
         values.update(overrides)
         return QuickBooksSettings(**values)
+
+    # -- the company's clock ---------------------------------------------------------------------
+    def now(self) -> dt.datetime:
+        """The company's current time (Pacific, as the sandbox company is), moved by :meth:`advance_clock`."""
+        return dt.datetime.now(_PACIFIC) + self._clock_offset
+
+    def advance_clock(self, delta: dt.timedelta) -> None:
+        """Move the company's clock (``MetaData`` times, default ``TxnDate``, the CDC window, the
+        ``time`` of answers) by ``delta``; tokens keep real time. For tests of "changed since"."""
+        with self._lock:
+            self._clock_offset += delta
+
+    def _now_text(self, timespec: str = "milliseconds") -> str:
+        return self.now().isoformat(timespec=timespec)
+
+    def _wrap(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {**body, "time": self._now_text()}
 
     # -- fault injection -------------------------------------------------------------------------
     def throttle_next(self, n: int = 1, retry_after: float | None = None) -> None:
@@ -503,12 +578,93 @@ class QuickBooksSandbox(Sandbox):
             name = self._name(entity)
             return [copy.deepcopy(self._apply(name, dict(payload), api=False)) for payload in payloads]
 
+    def record_payment(
+        self,
+        customer_id: str,
+        amount: Decimal,
+        invoice_ids_and_amounts: Mapping[str, Decimal] | Iterable[tuple[str, Decimal]],
+        txn_date: dt.date | str,
+        reference: str | None = None,
+        method: str | None = None,
+    ) -> dict[str, Any]:
+        """Receive a payment as an accountant does in the QBO UI ("Receive payment"): no API call is
+        counted, the same rules apply (a refused one raises :class:`QboFault`). ``amount`` is the
+        money received; the part not applied to the invoices is left unapplied (a customer credit).
+        ``method`` is a payment method's name (a new one is added, as the UI's "Add new" does) or Id."""
+        if not isinstance(amount, Decimal):
+            raise TypeError("amount must be a Decimal")
+        pairs = (
+            list(invoice_ids_and_amounts.items())
+            if isinstance(invoice_ids_and_amounts, Mapping)
+            else list(invoice_ids_and_amounts)
+        )
+        if any(not isinstance(applied, Decimal) for _, applied in pairs):
+            raise TypeError("applied amounts must be Decimals")
+        payload: dict[str, Any] = {
+            "CustomerRef": {"value": str(customer_id)},
+            "TotalAmt": amount,
+            "TxnDate": txn_date if isinstance(txn_date, str) else txn_date.isoformat(),
+            "Line": [
+                {"Amount": applied, "LinkedTxn": [{"TxnId": str(invoice_id), "TxnType": "Invoice"}]}
+                for invoice_id, applied in pairs
+            ],
+        }
+        if reference is not None:
+            payload["PaymentRefNum"] = reference
+        with self._lock:
+            if method is not None:
+                payload["PaymentMethodRef"] = {"value": self._payment_method_id(method)}
+            return copy.deepcopy(self._apply("Payment", payload, api=False))
+
+    def delete_payment(self, payment_id: str) -> None:
+        """Delete a payment as an accountant does in the UI: its invoices are open again by its amounts
+        and CDC reports it as ``Deleted``."""
+        with self._lock:
+            current = self._store["Payment"].get(str(payment_id))
+            if current is None:
+                raise KeyError(f"no Payment {payment_id}")
+            self._delete("Payment", {"Id": current["Id"], "SyncToken": current["SyncToken"]}, api=False)
+
+    def invoice_balance(self, invoice_id: str) -> Decimal:
+        """The open balance of an invoice (what the customer still owes on it)."""
+        with self._lock:
+            invoice = self._store["Invoice"].get(str(invoice_id))
+            if invoice is None:
+                raise KeyError(f"no Invoice {invoice_id}")
+            return _decimal(invoice["Balance"], "Balance")
+
+    def _payment_method_id(self, method: str) -> str:
+        methods = self._store["PaymentMethod"]
+        if method in methods:
+            return method
+        for row in methods.values():
+            if str(row["Name"]).lower() == method.lower():
+                return str(row["Id"])
+        return str(self._apply("PaymentMethod", {"Name": method}, api=False)["Id"])
+
+    def _seed_payment_methods(self) -> None:
+        now = self._now_text("seconds")
+        for method_id, name, kind in DEFAULT_PAYMENT_METHODS:
+            self._store["PaymentMethod"][method_id] = {
+                "Name": name,
+                "Active": True,
+                "Type": kind,
+                "domain": "QBO",
+                "sparse": False,
+                "Id": method_id,
+                "SyncToken": "0",
+                "MetaData": {"CreateTime": now, "LastUpdatedTime": now},
+            }
+        self._next_id["PaymentMethod"] = len(DEFAULT_PAYMENT_METHODS) + 1
+
     def save_state(self, path: Path) -> None:
         """Write companies, tokens and the request-id cache to ``path`` so a later run can resume."""
         with self._lock:
             state = {
                 "realm_id": self.realm_id,
                 "store": self._store,
+                "deleted": self._deleted,
+                "clock_offset": str(self._clock_offset.total_seconds()),
                 "next_id": self._next_id,
                 "next_doc_number": self._next_doc_number,
                 "refresh_token": self._refresh_token,
@@ -527,6 +683,15 @@ class QuickBooksSandbox(Sandbox):
         with self._lock:
             self._store = {name: dict(state["store"].get(name, {})) for name in ENTITIES.values()}
             self._next_id = {name: int(state["next_id"].get(name, 1)) for name in ENTITIES.values()}
+            if "PaymentMethod" not in state["store"]:  # saved before payments were emulated
+                self._seed_payment_methods()
+            deleted = state.get("deleted", {})
+            self._deleted = {name: dict(deleted.get(name, {})) for name in ENTITIES.values()}
+            self._clock_offset = dt.timedelta(seconds=float(state.get("clock_offset", "0")))
+            self._links = {}
+            for payment in self._store["Payment"].values():
+                for invoice_id, applied in _allocations(payment).items():
+                    self._links.setdefault(invoice_id, {})[payment["Id"]] = applied
             self._next_doc_number = int(state["next_doc_number"])
             self._refresh_token = state["refresh_token"]
             self._refresh_expires = float(state["refresh_expires"])
@@ -697,12 +862,13 @@ class QuickBooksSandbox(Sandbox):
         assert request.match is not None
         name = ENTITIES[request.match["entity"]]
         payload = _load(request.body)
-        if request.arg("operation") not in (None, "update"):
-            raise QboFault(
-                "500", "Unsupported Operation", f"Operation {request.arg('operation')} is not supported."
-            )
+        operation = request.arg("operation")
+        if operation == "delete" and name in _DELETABLE:
+            return _json(200, self._wrap({name: self._delete(name, payload)}))
+        if operation not in (None, "update"):
+            raise QboFault("500", "Unsupported Operation", f"Operation {operation} is not supported.")
         entity = self._apply(name, payload)
-        return _json(200, _wrap({name: entity}))
+        return _json(200, self._wrap({name: entity}))
 
     def _read(self, request: Request) -> Response:
         assert request.match is not None
@@ -710,11 +876,77 @@ class QuickBooksSandbox(Sandbox):
         entity = self._store[name].get(request.match["id"])
         if entity is None:
             raise _not_found()
-        return _json(200, _wrap({name: entity}))
+        return _json(200, self._wrap({name: entity}))
 
     def _query(self, request: Request) -> Response:
         statement = request.arg("query") if request.method == "GET" else request.body.decode("utf-8")
-        return _json(200, _wrap({"QueryResponse": self._run_query(statement or "")}))
+        return _json(200, self._wrap({"QueryResponse": self._run_query(statement or "")}))
+
+    def _cdc(self, request: Request) -> Response:
+        """``GET cdc?entities=A,B&changedSince=...``: every entity of those types changed (or deleted)
+        at or after ``changedSince``, one ``QueryResponse`` per type in the order asked, oldest change
+        first, at most :attr:`cdc_limit` objects in all (what is over the limit is left out, as QBO
+        does: ask for a shorter window). ``changedSince`` is compared to the whole second, because
+        ``LastUpdatedTime`` shows whole seconds."""
+        listed = request.arg("entities")
+        if not listed:
+            raise _missing("entities")
+        changed_since = request.arg("changedSince")
+        if not changed_since:
+            raise _missing("changedSince")
+        names: list[str] = []
+        for raw in listed.split(","):
+            name = ENTITIES.get(raw.strip().lower())
+            if name is None:  # approximation: QBO's code for an unknown CDC entity is undocumented
+                raise QboFault(
+                    "2010",
+                    "Request has invalid or unsupported property",
+                    f"Property Name:entities specified is unsupported or invalid: {raw.strip()}",
+                    element="entities",
+                )
+            if name not in names:
+                names.append(name)
+        since = _moment(changed_since)
+        if since is None:
+            raise QboFault(
+                "2010",
+                "Request has invalid or unsupported property",
+                f"Property Name:changedSince specified is unsupported or invalid: {changed_since}",
+                element="changedSince",
+            )
+        if since < self.now() - CDC_LOOKBACK:
+            # QBO's message (seen in QuickBooksSharp #19); the code is an approximation.
+            raise QboFault(
+                "5030",
+                "Feature Not Supported",
+                f"Operation cdc with changedSince date {changed_since} which is older than fixed days "
+                "is not supported.",
+                element="changedSince",
+            )
+        since = since.replace(microsecond=0)
+        left = self.cdc_limit
+        answers: list[dict[str, Any]] = []
+        for name in names:
+            changed = [
+                row
+                for row in [*self._store[name].values(), *self._deleted[name].values()]
+                if _updated(row) >= since
+            ]
+            changed.sort(key=lambda row: (_updated(row), int(row["Id"])))
+            changed = changed[: max(left, 0)]
+            left -= len(changed)
+            if changed:
+                answers.append(
+                    {
+                        name: copy.deepcopy(changed),
+                        "startPosition": 1,
+                        "maxResults": len(changed),
+                        "totalCount": len(changed),
+                    }
+                )
+            else:
+                answers.append({})
+        return _json(200, self._wrap({"CDCResponse": [{"QueryResponse": answers}]}))
 
     def _run_query(self, statement: str) -> dict[str, Any]:
         try:
@@ -760,7 +992,7 @@ class QuickBooksSandbox(Sandbox):
                 answers.append(self._batch_item(item))
         finally:
             self._hidden = set()
-        return _json(200, _wrap({"BatchItemResponse": answers}))
+        return _json(200, self._wrap({"BatchItemResponse": answers}))
 
     def _batch_item(self, item: Mapping[str, Any]) -> dict[str, Any]:
         bid = item.get("bId")
@@ -772,6 +1004,8 @@ class QuickBooksSandbox(Sandbox):
                 raise QboFault("500", "Unsupported Operation", "Operation is not supported for this entity.")
             name = names[0]
             operation = item.get("operation")
+            if operation == "delete" and name in _DELETABLE:
+                return {"bId": bid, name: self._delete(name, dict(item[name]))}
             if operation not in ("create", "update"):
                 raise QboFault("500", "Unsupported Operation", f"Operation {operation} is not supported.")
             payload = dict(item[name])
@@ -790,24 +1024,13 @@ class QuickBooksSandbox(Sandbox):
         """Create, or update when the body has an Id (full update, or merge when sparse).
 
         ``api=False`` (seeding) is never hit by a scheduled stale-SyncToken fault."""
-        now = _now_text("seconds")
+        now = self._now_text("seconds")
         store = self._store[name]
         if "Id" in payload:
             current = store.get(str(payload["Id"]))
             if current is None:
                 raise _not_found()
-            stale = str(payload.get("SyncToken")) != current["SyncToken"]
-            if api and not stale and self._stale_updates > 0:
-                self._stale_updates -= 1
-                self.faults_injected["stale_sync_token"] += 1
-                stale = True
-            if stale:
-                raise QboFault(
-                    "5010",
-                    "Stale Object Error",
-                    "Stale Object Error : You and billsync were working on this at the same time. "
-                    "billsync finished before you did, so your work was not saved.",
-                )
+            self._check_version(current, payload, api=api)
             merged = {**current, **payload} if payload.get("sparse") else dict(payload)
             merged["MetaData"] = {"CreateTime": current["MetaData"]["CreateTime"], "LastUpdatedTime": now}
             merged["Id"], merged["SyncToken"] = current["Id"], str(int(current["SyncToken"]) + 1)
@@ -816,18 +1039,95 @@ class QuickBooksSandbox(Sandbox):
             merged["MetaData"] = {"CreateTime": now, "LastUpdatedTime": now}
             merged["Id"], merged["SyncToken"] = str(self._next_id[name]), "0"
         merged["domain"], merged["sparse"] = "QBO", False
-        entity = {"Customer": self._customer, "Item": self._item, "Invoice": self._invoice}[name](merged)
+        rules = {
+            "Customer": self._customer,
+            "Item": self._item,
+            "Invoice": self._invoice,
+            "Payment": self._payment,
+            "PaymentMethod": self._payment_method,
+        }
+        entity = rules[name](merged)
         if "Id" not in payload:
             self._next_id[name] += 1
+        previous = store.get(entity["Id"])
         if name in self._names:
             names = self._names[name]
-            previous = store.get(entity["Id"])
             if previous is not None:
                 names.pop(str(previous["FullyQualifiedName"]).lower(), None)
             names[str(entity["FullyQualifiedName"]).lower()] = entity["Id"]
         store[entity["Id"]] = entity
+        if name == "Payment":
+            self._settle(entity["Id"], _allocations(previous), _allocations(entity), now)
         self.applied_writes += 1
         return copy.deepcopy(entity)
+
+    def _check_version(self, current: Mapping[str, Any], payload: Mapping[str, Any], *, api: bool) -> None:
+        """Refuse a write naming an old SyncToken (5010), or one the test scheduled to be stale."""
+        stale = str(payload.get("SyncToken")) != current["SyncToken"]
+        if api and not stale and self._stale_updates > 0:
+            self._stale_updates -= 1
+            self.faults_injected["stale_sync_token"] += 1
+            stale = True
+        if stale:
+            raise QboFault(
+                "5010",
+                "Stale Object Error",
+                "Stale Object Error : You and billsync were working on this at the same time. "
+                "billsync finished before you did, so your work was not saved.",
+            )
+
+    def _delete(self, name: str, payload: Mapping[str, Any], *, api: bool = True) -> dict[str, Any]:
+        """``?operation=delete``: the entity goes, a tombstone stays for CDC; QBO's answer body."""
+        if "Id" not in payload:
+            raise _missing("Id")
+        if "SyncToken" not in payload:
+            raise _missing("SyncToken")
+        current = self._store[name].get(str(payload["Id"]))
+        if current is None:
+            raise _not_found()
+        self._check_version(current, payload, api=api)
+        now = self._now_text("seconds")
+        del self._store[name][current["Id"]]
+        if name == "Payment":
+            self._settle(current["Id"], _allocations(current), {}, now)
+        self._deleted[name][current["Id"]] = {
+            "domain": "QBO",
+            "status": "Deleted",
+            "Id": current["Id"],
+            "MetaData": {"LastUpdatedTime": now},
+        }
+        self.applied_writes += 1
+        return {"domain": "QBO", "status": "Deleted", "Id": current["Id"]}
+
+    def _settle(
+        self, payment_id: str, before: Mapping[str, Decimal], after: Mapping[str, Decimal], now: str
+    ) -> None:
+        """Move the invoices' open balances by what a payment applies to them now instead of before;
+        an invoice whose application changed gets a new SyncToken and LastUpdatedTime, as in QBO."""
+        for invoice_id in sorted(set(before) | set(after), key=int):
+            old, new = before.get(invoice_id, Decimal("0")), after.get(invoice_id, Decimal("0"))
+            links = self._links.setdefault(invoice_id, {})
+            if new:
+                links[payment_id] = new
+            else:
+                links.pop(payment_id, None)
+            invoice = self._store["Invoice"].get(invoice_id)
+            if invoice is None or old == new:
+                continue
+            invoice["Balance"] = _decimal(invoice["Balance"], "Balance") - (new - old)
+            invoice["LinkedTxn"] = self._invoice_links(invoice_id, invoice.get("LinkedTxn"))
+            invoice["SyncToken"] = str(int(invoice["SyncToken"]) + 1)
+            invoice["MetaData"] = {**invoice["MetaData"], "LastUpdatedTime": now}
+
+    def _invoice_links(self, invoice_id: str, given: Any) -> list[dict[str, Any]]:
+        """An invoice's ``LinkedTxn``: what it links itself (an Estimate...) and the payments applied to it."""
+        others = [
+            dict(link)
+            for link in (given if isinstance(given, list) else [])
+            if isinstance(link, Mapping) and link.get("TxnType") != "Payment"
+        ]
+        payments = sorted(self._links.get(invoice_id, {}), key=int)
+        return others + [{"TxnId": payment_id, "TxnType": "Payment"} for payment_id in payments]
 
     def _unique(self, name: str, value: str, own_id: str) -> None:
         """Names are unique per entity type, ignoring case (QBO answers 6240)."""
@@ -948,18 +1248,218 @@ class QuickBooksSandbox(Sandbox):
         if not entity.get("DocNumber"):
             entity["DocNumber"] = str(self._next_doc_number)
             self._next_doc_number += 1
-        today = dt.datetime.now(_PACIFIC).date().isoformat()
+        today = self.now().date().isoformat()
         entity.setdefault("TxnDate", today)
         entity.setdefault("DueDate", entity["TxnDate"])
+        applied = sum(self._links.get(entity["Id"], {}).values(), Decimal("0"))
+        if total < applied:  # approximation: QBO refuses this, its exact words are undocumented
+            raise QboFault(
+                "6000",
+                _BUSINESS,
+                f"Business Validation Error: The invoice total ({total}) is less than the payments "
+                f"applied to it ({applied}). Unapply or delete the payments first.",
+                element="Line",
+            )
         entity["TotalAmt"] = total
         entity["HomeTotalAmt"] = (total * _decimal(entity["ExchangeRate"], "ExchangeRate")).quantize(_CENT)
-        entity["Balance"] = total
+        entity["Balance"] = total - applied
         entity.setdefault("TxnTaxDetail", {"TotalTax": Decimal("0")})
-        entity.setdefault("LinkedTxn", [])
+        entity["LinkedTxn"] = self._invoice_links(entity["Id"], entity.get("LinkedTxn"))
         entity.setdefault("EmailStatus", "NotSet")
         entity.setdefault("PrintStatus", "NotSet")
         entity.setdefault("ApplyTaxAfterDiscount", False)
         return entity
+
+    def _payment_method(self, entity: dict[str, Any]) -> dict[str, Any]:
+        name = entity.get("Name")
+        if not name:
+            raise _missing("Name")
+        for row in self._store["PaymentMethod"].values():
+            if row["Id"] != entity["Id"] and str(row["Name"]).lower() == str(name).lower():
+                raise QboFault(
+                    "6240",
+                    "Duplicate Name Exists Error",
+                    f"The name supplied already exists. : Id={row['Id']}",
+                )
+        entity.setdefault("Active", True)
+        entity.setdefault("Type", "NON_CREDIT_CARD")
+        return entity
+
+    def _payment(self, entity: dict[str, Any]) -> dict[str, Any]:
+        """A customer payment (Receive Payment), applied to open invoices of that customer."""
+        customer_id = _ref_value(entity, "CustomerRef")
+        if customer_id is None:
+            raise _missing("CustomerRef")
+        customer = self._visible("Customer", customer_id)
+        if customer is None:
+            raise _invalid_ref("Customer")
+        if entity.get("TotalAmt") is None:
+            raise _missing("TotalAmt")
+        total = _decimal(entity["TotalAmt"], "TotalAmt").quantize(_CENT, ROUND_HALF_UP)
+        if total < 0:  # approximation: a refund is a RefundReceipt in QBO, never a negative Payment
+            raise QboFault(
+                "6000",
+                _BUSINESS,
+                "Business Validation Error: The payment amount cannot be negative.",
+                element="TotalAmt",
+            )
+        customer_currency = customer["CurrencyRef"]["value"]
+        currency = _ref_value(entity, "CurrencyRef") or customer_currency
+        if currency != customer_currency:
+            raise QboFault(
+                "6000",
+                _BUSINESS,
+                f"Business Validation Error: The transaction currency ({currency}) must match the "
+                f"customer's currency ({customer_currency}).",
+                element="CurrencyRef",
+            )
+        reference = entity.get("PaymentRefNum")
+        if reference is not None:
+            reference = str(reference)
+            if len(reference) > PAYMENT_REF_MAX:
+                raise QboFault(
+                    "2050",
+                    "String length is either shorter or longer than supported by specification",
+                    f"String length specified does not match the supported length. Min:0 "
+                    f"Max:{PAYMENT_REF_MAX} supplied length:{len(reference)}",
+                    element="PaymentRefNum",
+                )
+            entity["PaymentRefNum"] = reference
+        method_id = _ref_value(entity, "PaymentMethodRef")
+        if method_id is not None:
+            method = self._store["PaymentMethod"].get(method_id)
+            if method is None:
+                raise _invalid_ref("PaymentMethod")
+            entity["PaymentMethodRef"] = {"value": method["Id"], "name": method["Name"]}
+        elif "PaymentMethodRef" in entity:
+            del entity["PaymentMethodRef"]
+        lines = entity.get("Line") or []
+        if not isinstance(lines, list):
+            raise QboFault("2010", "Request has invalid or unsupported property", "Property Name:Line")
+        before = _allocations(self._store["Payment"].get(entity["Id"]))
+        wanted: dict[str, Decimal] = {}
+        applied, out = Decimal("0"), []
+        for line in lines:
+            if not isinstance(line, Mapping):
+                raise QboFault("2010", "Request has invalid or unsupported property", "Property Name:Line")
+            if line.get("Amount") is None:
+                raise _missing("Line.Amount")
+            amount = _decimal(line["Amount"], "Amount").quantize(_CENT, ROUND_HALF_UP)
+            if amount < 0:
+                raise QboFault(
+                    "6000",
+                    _BUSINESS,
+                    "Business Validation Error: A payment line cannot be negative.",
+                    element="Amount",
+                )
+            links = line.get("LinkedTxn")
+            links = [links] if isinstance(links, Mapping) else links
+            if not isinstance(links, list) or not links or not isinstance(links[0], Mapping):
+                raise _missing("LinkedTxn")
+            txn_type, txn_id = links[0].get("TxnType"), str(links[0].get("TxnId") or "")
+            if txn_type != "Invoice":  # QBO also takes CreditMemo/JournalEntry links; not emulated
+                raise QboFault(
+                    "2010",
+                    "Request has invalid or unsupported property",
+                    f"Property Name:TxnType:{txn_type}",
+                    element="LinkedTxn",
+                )
+            if not txn_id:
+                raise _missing("LinkedTxn.TxnId")
+            invoice = self._visible("Invoice", txn_id)
+            if invoice is None:
+                raise _invalid_ref("Invoice")
+            if invoice["CustomerRef"]["value"] != customer["Id"]:  # approximation of QBO's words
+                raise QboFault(
+                    "6000",
+                    _BUSINESS,
+                    f"Business Validation Error: Invoice {txn_id} belongs to another customer; a payment "
+                    "can only be applied to the invoices of its own customer.",
+                    element="LinkedTxn",
+                )
+            open_balance = _decimal(invoice["Balance"], "Balance") + before.get(txn_id, Decimal("0"))
+            wanted[txn_id] = wanted.get(txn_id, Decimal("0")) + amount
+            if wanted[txn_id] > open_balance:  # approximation of QBO's words, the code is its 6000
+                raise QboFault(
+                    "6000",
+                    _BUSINESS,
+                    f"Business Validation Error: The amount applied to Invoice {invoice.get('DocNumber')} "
+                    f"({wanted[txn_id]}) is more than its open balance ({open_balance}).",
+                    element="Line.Amount",
+                )
+            applied += amount
+            out.append(
+                {
+                    "Amount": amount,
+                    "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}],
+                    "LineEx": _line_ex(invoice["Id"], open_balance, invoice.get("DocNumber")),
+                }
+            )
+        if applied > total:  # the words QBO shows for it (as relayed by Order Time's sync docs)
+            raise QboFault(
+                "6000",
+                _BUSINESS,
+                f"Business Validation Error: Amount applied is greater than payment or refund amount. "
+                f"Applied: {applied}, payment: {total}.",
+                element="TotalAmt",
+            )
+        entity["Line"] = out
+        entity["TotalAmt"] = total
+        entity["UnappliedAmt"] = total - applied
+        entity["CustomerRef"] = {"value": customer["Id"], "name": customer["DisplayName"]}
+        entity["CurrencyRef"] = self._currency(currency)
+        entity.setdefault("ExchangeRate", Decimal("1"))
+        entity.setdefault("TxnDate", self.now().date().isoformat())
+        if entity.get("ProcessPayment"):  # charging a card goes through QuickBooks Payments
+            raise QboFault(
+                "6000",
+                _BUSINESS,
+                "Business Validation Error: ProcessPayment is not supported by this company.",
+                element="ProcessPayment",
+            )
+        entity["ProcessPayment"] = False
+        return entity
+
+
+_DELETABLE = frozenset({"Payment"})
+
+
+def _allocations(payment: Mapping[str, Any] | None) -> dict[str, Decimal]:
+    """Invoice Id -> amount a payment applies to it (its lines added up)."""
+    out: dict[str, Decimal] = {}
+    for line in (payment or {}).get("Line") or []:
+        links = line.get("LinkedTxn") or []
+        if links and links[0].get("TxnType") == "Invoice":
+            invoice_id = str(links[0]["TxnId"])
+            out[invoice_id] = out.get(invoice_id, Decimal("0")) + _decimal(line["Amount"], "Amount")
+    return out
+
+
+def _line_ex(invoice_id: str, open_balance: Decimal, doc_number: Any) -> dict[str, Any]:
+    """The ``LineEx`` QBO adds to a payment line (its XML ``NameValue`` list in JAXB's JSON form)."""
+    pairs = [("txnId", invoice_id), ("txnOpenBalance", format(open_balance, "f"))]
+    if doc_number:
+        pairs.append(("txnReferenceNumber", str(doc_number)))
+    return {
+        "any": [
+            {
+                "name": "{http://schema.intuit.com/finance/v3}NameValue",
+                "declaredType": "com.intuit.schema.finance.v3.NameValue",
+                "scope": "javax.xml.bind.JAXBElement$GlobalScope",
+                "value": {"Name": key, "Value": value},
+                "nil": False,
+                "globalScope": True,
+                "typeSubstituted": False,
+            }
+            for key, value in pairs
+        ]
+    }
+
+
+def _updated(row: Mapping[str, Any]) -> dt.datetime:
+    moment = _moment(row["MetaData"]["LastUpdatedTime"])
+    assert moment is not None
+    return moment
 
 
 def _not_found() -> QboFault:

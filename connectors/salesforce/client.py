@@ -413,6 +413,7 @@ class SalesforceConnector:
         Idempotent (an upsert by external id), so a timed-out request is sent again under the retry
         policy; records refused with a retryable code (UNABLE_TO_LOCK_ROW) are sent again, alone, with
         the policy's waits. A record without a value for ``external_id_field`` is refused here.
+        With ``external_id_field="Id"`` the records are updated by their Id (never created).
         """
         if not is_identifier(sobject) or not is_identifier(external_id_field):
             raise ValueError(f"bad object or field name: {sobject!r}.{external_id_field!r}")
@@ -485,7 +486,9 @@ class SalesforceConnector:
         indexes: list[int],
     ) -> tuple[dict[int, CollectionResult], ConnectorError | None]:
         """One PATCH of up to 200 records: per-record results, or the request's error on each of them."""
-        path = f"composite/sobjects/{sobject}/{field}"
+        # Matching on Id is an update of existing records (``PATCH composite/sobjects``): the same
+        # call, idempotent too, but it never creates one.
+        path = "composite/sobjects" if field == "Id" else f"composite/sobjects/{sobject}/{field}"
         body = encode_json(
             {
                 "allOrNone": False,

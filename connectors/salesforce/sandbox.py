@@ -14,7 +14,11 @@ What it emulates (each shape checked against ``shared/fixtures/salesforce``):
   records (``EXCEEDED_ID_LIMIT`` beyond), the field must be an External ID, one UpsertResult per record
   in order, per-record errors (unknown or read-only field, restricted picklist, wrong type, bad
   reference, missing or repeated external id, several matches, :meth:`lock_records`), ``allOrNone``;
-- billsync's custom object ``Billsync_Invoice__c`` (``Invoice_Number__c`` its external id);
+- sObject Collections update (``PATCH composite/sobjects``, records of any type carrying their ``Id``),
+  one SaveResult per record, ``allOrNone``, the same per-record checks;
+- billsync's custom object ``Billsync_Invoice__c`` (``Invoice_Number__c`` its external id) and its
+  custom fields on Account and Order (payment status, balance, last payment; the payment profile), with
+  their restricted picklists, email and length checks on every write path, shown by ``describe``;
 - the errors the connector must survive: ``INVALID_FIELD``, ``MALFORMED_QUERY``, ``INVALID_TYPE``,
   ``NOT_FOUND``, ``INVALID_SESSION_ID`` (after :meth:`expire_sessions`, or once on the next call after
   :meth:`expire_session_once`), ``REQUEST_LIMIT_EXCEEDED`` (the daily ``api_limit``, or
@@ -48,8 +52,10 @@ from urllib.parse import parse_qs, unquote
 
 from connectors.salesforce.client import encode_json
 from connectors.salesforce.schema import (
+    CUSTOM_FIELDS,
     CUSTOM_OBJECTS,
     EXTERNAL_ID_FIELDS,
+    FIELD_LENGTHS,
     PICKLIST_VALUES,
     READ_ONLY_FIELDS,
     SYSTEM_FIELDS,
@@ -103,6 +109,8 @@ KEY_PREFIXES = {
 
 
 _NUMBER_TYPES = {"double", "currency", "int", "percent"}
+_TEXT_TYPES = {"string", "textarea", "email", "phone", "url", "picklist"}
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 _ID_TYPES = {"id", "reference"}
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -380,9 +388,12 @@ class SalesforceSandbox(Sandbox):
                 self._external_ids.setdefault(canonical, set()).add(name.lower())
 
     def _define_billsync_objects(self) -> None:
-        """billsync's own custom objects, their external ids and restricted picklists (idempotent)."""
+        """billsync's own custom objects, their external ids, its custom fields on standard objects and
+        the restricted picklists (idempotent)."""
         for sobject, fields in CUSTOM_OBJECTS.items():
             self.define_fields(sobject, fields, external_ids=EXTERNAL_ID_FIELDS.get(sobject, ()))
+        for sobject, fields in CUSTOM_FIELDS.items():
+            self.define_fields(sobject, fields)
         for (sobject, name), values in PICKLIST_VALUES.items():
             self.restrict_picklist(sobject, name, values)
 
@@ -599,6 +610,7 @@ class SalesforceSandbox(Sandbox):
             "collection_upsert",
             self._upsert_collection,
         )
+        add("PATCH", v + r"/composite/sobjects/?", "collection_update", self._update_collection)
 
     def _add(
         self,
@@ -770,17 +782,25 @@ class SalesforceSandbox(Sandbox):
         assert request.match is not None
         sobject = self._sobject_or_404(request.match["sobject"])
         base = f"/services/data/v{request.match['version']}/sobjects/{sobject}"
+        picklists = self._picklists.get(sobject, {})
         fields = [
             {
                 "name": name,
                 "type": kind,
-                "label": name,
+                "label": _label(name),
+                "length": _length(sobject, name, kind),
                 "custom": name.endswith("__c"),
                 "nillable": name.lower() not in READ_ONLY_FIELDS,
                 "createable": name.lower() not in READ_ONLY_FIELDS,
                 "updateable": name.lower() not in READ_ONLY_FIELDS,
                 "externalId": self._is_external_id(sobject, name),
                 "idLookup": name == "Id" or name.endswith("__c"),
+                "defaultValue": None,
+                "restrictedPicklist": name.lower() in picklists,
+                "picklistValues": [
+                    {"active": True, "defaultValue": False, "label": value, "validFor": None, "value": value}
+                    for value in picklists.get(name.lower(), ())
+                ],
             }
             for name, kind in self._schema[sobject].values()
         ]
@@ -1117,6 +1137,8 @@ class SalesforceSandbox(Sandbox):
         for name in body:
             if self._field(sobject, name) is None:
                 raise ApiError(400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {sobject}")
+        for error in self._value_errors(sobject, body, references=False):
+            raise ApiError(400, error["statusCode"], error["message"], error["fields"])
         return body
 
     def _insert(self, sobject: str, body: dict[str, Any]) -> str:
@@ -1225,7 +1247,89 @@ class SalesforceSandbox(Sandbox):
                     results.append({"id": record_id, "success": True, "errors": [], "created": True})
         return _json(200, results)
 
+    def _update_collection(self, request: Request) -> Response:
+        """``PATCH composite/sobjects``: update up to 200 records, of any types, each named by its
+        ``Id``; the valid ones are applied (none with ``allOrNone``), one SaveResult per record."""
+        typed, all_or_none = self._collection_records(request)
+        with self._state:
+            plans: list[tuple[str, dict[str, Any] | None, dict[str, Any], list[dict[str, Any]]]] = []
+            for kind, record in typed:
+                sobject = self._sobjects.get(kind.lower())
+                if sobject is None:
+                    raise ApiError(400, "INVALID_TYPE", f"sObject type '{kind}' is not supported.")
+                body = {k: v for k, v in record.items() if k != "Id"}
+                target, errors = self._update_target(sobject, record.get("Id"))
+                if not errors:
+                    errors = self._record_field_errors(sobject, body) or self._value_errors(sobject, body)
+                plans.append((sobject, target, body, errors))
+            rollback = all_or_none and any(errors for *_, errors in plans)
+            results: list[dict[str, Any]] = []
+            for sobject, target, body, errors in plans:
+                if errors:
+                    results.append({"success": False, "errors": errors})
+                elif rollback:
+                    message = (
+                        "Record rolled back because not all records were valid and the request was using "
+                        "AllOrNone header"
+                    )
+                    results.append(
+                        {
+                            "success": False,
+                            "errors": [_item_error("ALL_OR_NONE_OPERATION_ROLLED_BACK", message, [])],
+                        }
+                    )
+                else:
+                    assert target is not None
+                    self._modify(sobject, target, body)
+                    results.append({"id": target["Id"], "success": True, "errors": []})
+        return _json(200, results)
+
+    def _update_target(
+        self, sobject: str, record_id: Any
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The record an update names by ``Id``, or why Salesforce would refuse it."""
+        if record_id is None or record_id == "":
+            return None, [_item_error("MISSING_ARGUMENT", "Id not specified in an update call", ["Id"])]
+        prefix = self._prefixes[sobject]
+        if not isinstance(record_id, str) or not _RECORD_ID.match(record_id) or record_id[:3] != prefix:
+            message = f"{sobject} ID: id value of incorrect type: {record_id}"
+            return None, [_item_error("MALFORMED_ID", message, ["Id"])]
+        full = record_id if len(record_id) == 18 else with_checksum(record_id)
+        target = self._data[sobject].get(full)
+        if target is None:
+            return None, [_item_error("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])]
+        return target, []
+
+    def _record_field_errors(self, sobject: str, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Unknown or read-only field names in one record of a collection."""
+        unknown = [name for name in record if self._field(sobject, name) is None]
+        if unknown:
+            return [
+                _item_error("INVALID_FIELD", f"No such column '{name}' on sobject of type {sobject}", [name])
+                for name in unknown
+            ]
+        read_only = [name for name in record if name.lower() in READ_ONLY_FIELDS]
+        if read_only:
+            message = (
+                f"Unable to create/update fields: {', '.join(read_only)}. Please check the security settings of "
+                "this field and verify that it is read/write for your profile or permission set."
+            )
+            return [_item_error("INVALID_FIELD_FOR_INSERT_UPDATE", message, read_only)]
+        return []
+
     def _collection_body(self, request: Request, sobject: str) -> tuple[list[dict[str, Any]], bool]:
+        typed, all_or_none = self._collection_records(request)
+        for kind, _ in typed:
+            if kind.lower() != sobject.lower():
+                raise ApiError(
+                    400,
+                    "INVALID_TYPE",
+                    f"The SObject type {kind} does not match the type in the URI: {sobject}",
+                )
+        return [record for _, record in typed], all_or_none
+
+    def _collection_records(self, request: Request) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        """The ``records`` of a collection request as (``attributes.type``, fields), and ``allOrNone``."""
         try:
             body = json.loads(request.body or b"{}", parse_float=Decimal)
         except (ValueError, InvalidOperation):
@@ -1243,38 +1347,22 @@ class SalesforceSandbox(Sandbox):
                 "EXCEEDED_ID_LIMIT",
                 f"record limit reached. cannot submit more than {MAX_COLLECTION} records into this call",
             )
-        cleaned: list[dict[str, Any]] = []
+        cleaned: list[tuple[str, dict[str, Any]]] = []
         for record in records:
             attributes = record.get("attributes")
             kind = attributes.get("type") if isinstance(attributes, dict) else None
             if not kind:
                 raise ApiError(400, "INVALID_TYPE", "Must send a concrete entity type.")
-            if str(kind).lower() != sobject.lower():
-                raise ApiError(
-                    400,
-                    "INVALID_TYPE",
-                    f"The SObject type {kind} does not match the type in the URI: {sobject}",
-                )
-            cleaned.append({k: v for k, v in record.items() if k != "attributes"})
+            cleaned.append((str(kind), {k: v for k, v in record.items() if k != "attributes"}))
         return cleaned, bool(isinstance(body, dict) and body.get("allOrNone", False))
 
     def _record_errors(
         self, sobject: str, field: str, record: dict[str, Any], key: str | None, repeated: set[str]
     ) -> list[dict[str, Any]]:
         """Why Salesforce would refuse this one record of a collection (empty: it would not)."""
-        unknown = [name for name in record if self._field(sobject, name) is None]
-        if unknown:
-            return [
-                _item_error("INVALID_FIELD", f"No such column '{name}' on sobject of type {sobject}", [name])
-                for name in unknown
-            ]
-        read_only = [name for name in record if name.lower() in READ_ONLY_FIELDS]
-        if read_only:
-            message = (
-                f"Unable to create/update fields: {', '.join(read_only)}. Please check the security settings of "
-                "this field and verify that it is read/write for your profile or permission set."
-            )
-            return [_item_error("INVALID_FIELD_FOR_INSERT_UPDATE", message, read_only)]
+        named = self._record_field_errors(sobject, record)
+        if named:
+            return named
         if key is None:
             return [_item_error("MISSING_ARGUMENT", f"{field} not specified", [field])]
         if key in repeated:
@@ -1286,14 +1374,22 @@ class SalesforceSandbox(Sandbox):
                     "UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record or 1 records", []
                 )
             ]
+        return self._value_errors(sobject, record)
+
+    def _value_errors(
+        self, sobject: str, record: Mapping[str, Any], *, references: bool = True
+    ) -> list[dict[str, Any]]:
+        """Per-field refusals of the values of a record whose field names are known: restricted
+        picklist, type, email address, length and (``references``) the records referenced."""
         errors: list[dict[str, Any]] = []
         picklists = self._picklists.get(sobject, {})
         for name, value in record.items():
             real, kind = self._field(sobject, name) or (name, "string")
-            label = real[:-3].replace("_", " ") if real.endswith("__c") else real
+            label = _label(real)
             if value is None:
                 continue
             allowed = picklists.get(real.lower())
+            limit = FIELD_LENGTHS.get((sobject, real))
             if allowed is not None and value not in allowed:
                 errors.append(
                     _item_error(
@@ -1310,7 +1406,19 @@ class SalesforceSandbox(Sandbox):
                         [real],
                     )
                 )
-            elif kind == "reference" and real.lower() not in _USER_REFERENCES:
+            elif limit is not None and len(value) > limit:
+                errors.append(
+                    _item_error(
+                        "STRING_TOO_LONG",
+                        f"{label}: data value too large: {value} (max length={limit})",
+                        [real],
+                    )
+                )
+            elif kind == "email" and value and not _EMAIL.match(value):
+                errors.append(
+                    _item_error("INVALID_EMAIL_ADDRESS", f"{label}: invalid email address: {value}", [real])
+                )
+            elif references and kind == "reference" and real.lower() not in _USER_REFERENCES:
                 if not isinstance(value, str) or not _RECORD_ID.match(value):
                     errors.append(
                         _item_error("MALFORMED_ID", f"{label}: id value of incorrect type: {value}", [real])
@@ -1320,6 +1428,16 @@ class SalesforceSandbox(Sandbox):
                         _item_error("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [real])
                     )
         return errors
+
+
+def _label(name: str) -> str:
+    """A field's label as error messages show it: ``Payment_Status__c`` -> ``Payment Status``."""
+    return name[:-3].replace("_", " ") if name.endswith("__c") else name
+
+
+def _length(sobject: str, name: str, kind: str) -> int:
+    """``describe``'s ``length``: billsync's own limits, 255 for other text fields, 0 otherwise."""
+    return FIELD_LENGTHS.get((sobject, name), 255 if kind in _TEXT_TYPES else 0)
 
 
 def _item_error(code: str, message: str, fields: list[str]) -> dict[str, Any]:

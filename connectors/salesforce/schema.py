@@ -3,7 +3,9 @@
 Used offline by ``billsync mappings check`` (a misspelt source field is caught before any call) and
 by the sandbox, which serves exactly these fields. Custom fields (``__c``) on standard objects exist
 only in a given org, so they are accepted without a check; the custom objects billsync itself asks an
-org to install (:data:`CUSTOM_OBJECTS`) are known field by field.
+org to install (:data:`CUSTOM_OBJECTS`) are known field by field, and so are the custom fields it asks
+the admin to add to Account and Order (:data:`CUSTOM_FIELDS`: payment status written back, and the
+payment profile the CRM holds).
 """
 
 from __future__ import annotations
@@ -124,6 +126,48 @@ CUSTOM_OBJECTS: dict[str, dict[str, str]] = {
     },
 }
 
+#: Payment status of an Account (all its invoices) or an Order (the invoices billed from it), as
+#: billsync writes it back: "No Invoices" until the first invoice, then the worst state that applies
+#: (Overdue over Partially Paid over Open); Paid when nothing is due; Void / Uncollectible when every
+#: invoice was voided / written off.
+PAYMENT_STATUS_VALUES = ("No Invoices", "Open", "Partially Paid", "Paid", "Overdue", "Void", "Uncollectible")
+#: How an account pays (billsync's canonical methods card, bank_transfer, direct_debit, cheque, cash).
+PAYMENT_METHOD_VALUES = ("Card", "Bank Transfer", "Direct Debit", "Cheque", "Cash")
+
+_PAYMENT_STATUS_FIELDS = {
+    "Payment_Status__c": "picklist",
+    "Balance__c": "currency",  # open amount, in the record's currency
+    "Last_Payment_Date__c": "date",
+    "Overdue_Amount__c": "currency",
+}
+
+#: Custom fields billsync asks the admin to add to standard objects (all nillable, default null).
+CUSTOM_FIELDS: dict[str, dict[str, str]] = {
+    "Account": {
+        **_PAYMENT_STATUS_FIELDS,
+        "Billing_Email__c": "email",
+        "Payment_Method__c": "picklist",
+        "Stripe_Customer_Id__c": "string",
+        "IBAN__c": "string",
+        "BIC__c": "string",
+        "SEPA_Mandate_Id__c": "string",
+        "SEPA_Mandate_Date__c": "date",
+        "Dunning_Group__c": "string",
+    },
+    "Order": dict(_PAYMENT_STATUS_FIELDS),
+}
+
+#: Lengths of text fields billsync defines (longer values: STRING_TOO_LONG). IBAN 34 and BIC 11 are
+#: ISO 13616 / ISO 9362 maxima, a SEPA mandate reference has 35 characters at most, email fields 80.
+FIELD_LENGTHS: dict[tuple[str, str], int] = {
+    ("Account", "Billing_Email__c"): 80,
+    ("Account", "Stripe_Customer_Id__c"): 255,
+    ("Account", "IBAN__c"): 34,
+    ("Account", "BIC__c"): 11,
+    ("Account", "SEPA_Mandate_Id__c"): 35,
+    ("Account", "Dunning_Group__c"): 80,
+}
+
 #: Fields defined as "External ID" (unique): the only ones an upsert may match on.
 EXTERNAL_ID_FIELDS: dict[str, tuple[str, ...]] = {
     "Billsync_Invoice__c": ("Invoice_Number__c",),
@@ -139,6 +183,9 @@ PICKLIST_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
         "Void",
         "Uncollectible",
     ),
+    ("Account", "Payment_Status__c"): PAYMENT_STATUS_VALUES,
+    ("Order", "Payment_Status__c"): PAYMENT_STATUS_VALUES,
+    ("Account", "Payment_Method__c"): PAYMENT_METHOD_VALUES,
 }
 
 #: Suffix of fields and relationships an org defines itself; they cannot be checked offline.
@@ -150,7 +197,7 @@ def object_fields(sobject: str) -> dict[str, str] | None:
     fields = STANDARD_FIELDS.get(sobject) or CUSTOM_OBJECTS.get(sobject)
     if fields is None:
         return None
-    return {**SYSTEM_FIELDS, **fields}
+    return {**SYSTEM_FIELDS, **fields, **CUSTOM_FIELDS.get(sobject, {})}
 
 
 def open_suffixes(sobject: str) -> tuple[str, ...]:
