@@ -963,3 +963,73 @@ def export_ledger(
     finally:
         runtime.close()
     typer.echo(str(out))
+
+
+reminders_app = typer.Typer(help="Dunning: payment reminders by e-mail.", no_args_is_help=True)
+app.add_typer(reminders_app, name="reminders")
+
+
+@reminders_app.command("run")
+def reminders_run(as_of: str = typer.Option(_today(), "--as-of"), config: Path = ConfigOption) -> None:
+    """Mark late invoices overdue and send the reminders due (each step at most once per invoice)."""
+    from sync_engine.dunning import run_dunning
+    from sync_engine.payments import refresh_overdue
+
+    runtime = _runtime(config)
+    day = _date(as_of)
+    try:
+        with runtime.transaction() as session:
+            refresh_overdue(session, runtime.settings, as_of=day)  # type: ignore[arg-type]
+        result = run_dunning(runtime, as_of=day)  # type: ignore[arg-type]
+    finally:
+        runtime.close()
+    if result.note:
+        typer.echo(result.note)
+    typer.echo(
+        f"{result.sent} sent, {result.failed} failed, {result.retrying} to retry, "
+        f"{result.skipped} skipped, {result.cancelled} cancelled"
+    )
+    for line in result.errors:
+        typer.echo(f"  {line}")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@reminders_app.command("list")
+def reminders_list(as_json: bool = typer.Option(False, "--json"), config: Path = ConfigOption) -> None:
+    """Invoices with reminders: their dunning level and every reminder sent, failed or pending."""
+    from sync_engine.dunning import dunning_overview
+
+    runtime = _runtime(config)
+    with runtime.sessions() as session:
+        overview = dunning_overview(session)
+    runtime.close()
+    if as_json:
+        _echo_json(overview)
+        return
+    if not overview:
+        typer.echo("no reminders yet")
+    for item in overview:
+        sent = ", ".join(f"{s['step']} {s['date']}" for s in item["sent"]) or "none sent"
+        typer.echo(
+            f"{item['number']} {item['customer']}: {item['status']}, {item['amount_due']} {item['currency']} due "
+            f"{item['due_date']}, level {item['level']}: {sent}"
+        )
+
+
+@payments_app.command("collect")
+def payments_collect(as_of: str = typer.Option(_today(), "--as-of"), config: Path = ConfigOption) -> None:
+    """Charge the saved cards of customers who pay by card (Stripe), once per invoice."""
+    from sync_engine.card_collection import collect_cards
+
+    runtime = _runtime(config)
+    try:
+        result = collect_cards(runtime, as_of=_date(as_of))  # type: ignore[arg-type]
+    finally:
+        runtime.close()
+    if result.note:
+        typer.echo(result.note)
+    typer.echo(
+        f"{result.charged} charged, {result.processing} processing, {result.declined} declined, "
+        f"{result.pending} to retry, {result.failed} failed ({result.api_calls} API calls)"
+    )

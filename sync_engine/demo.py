@@ -10,6 +10,8 @@ run with ``--workdir`` continues the same company: it must create no invoice and
 from __future__ import annotations
 
 import datetime as dt
+import random
+import secrets as secret_tokens
 import shutil
 import tempfile
 from collections import Counter
@@ -22,10 +24,21 @@ from connectors.nav.sandbox import NavSandbox
 from connectors.quickbooks.sandbox import QuickBooksSandbox
 from connectors.retry import RetryPolicy
 from connectors.salesforce.sandbox import SalesforceSandbox
+from connectors.stripe.sandbox import StripeSandbox
 from sync_engine.cycle import CycleResult, Progress, run_cycle
 from sync_engine.demo_data import build_demo_company, resolve_placeholders
+from sync_engine.demo_payments import (
+    DEMO_BANK_IBAN,
+    LATER_DAYS,
+    SEPA_CREDITOR_ID,
+    WebhookServer,
+    payment_profile,
+    run_payments_phase,
+    summarise_payments,
+)
 from sync_engine.runtime import Runtime
 from sync_engine.settings import load_settings
+from sync_engine.smtp_sink import SmtpSink
 from sync_engine.store.db import upgrade_database
 from sync_engine.store.models import DeadLetter
 
@@ -38,6 +51,9 @@ MAX_DEMO_RUNS = 5
 def seed_salesforce(sandbox: SalesforceSandbox, *, accounts: int, orders: int, today: dt.date) -> int:
     """Load the demo company; returns how many accounts are bad on purpose."""
     company = build_demo_company(accounts=accounts, orders=orders, today=today)
+    profiles = random.Random(23)  # its own sequence: the company itself stays the same
+    for n, account in enumerate(company.records["Account"][:accounts]):
+        account.update(payment_profile(n, str(account["CurrencyIsoCode"]), str(account["Name"]), profiles))
     ids: dict[str, list[str]] = {}
     for sobject, records in company.records.items():
         ids[sobject] = sandbox.add_records(sobject, [resolve_placeholders(r, ids) for r in records])
@@ -57,6 +73,8 @@ def write_workdir(
     nav: NavSandbox | None = None,
     *,
     timeout_seconds: float | None = None,
+    stripe_secret: str | None = None,
+    smtp_port: int | None = None,
 ) -> Path:
     """``billsync.yaml`` pointing at the running sandboxes; secrets live in ``secrets/``, not in YAML."""
     secrets = workdir / "secrets"
@@ -120,14 +138,39 @@ def write_workdir(
         ],
         "billing": {"series": "INV", "number_prefix": "INV-", "number_width": 6, "payment_terms_days": 30},
     }
-    # invoice status back to the CRM: a Billsync_Invoice__c per invoice, upserted by its number
+    # invoice status back to the CRM: a Billsync_Invoice__c per invoice, upserted by its number; and
+    # each customer's balance on their Account
     config["destinations"].append(
         {
             "name": "crm-status",
             "connection": "salesforce",
-            "mappings": {"invoice_status": "builtin:salesforce/invoice_status.out"},
+            "mappings": {
+                "invoice_status": "builtin:salesforce/invoice_status.out",
+                "customer_balance": "builtin:salesforce/account_balance.out",
+            },
         }
     )
+    # payments made outside QuickBooks (cards, transfers) go to QuickBooks, applied to their invoices
+    config["destinations"][0]["mappings"]["payment"] = "builtin:quickbooks/payment.out"
+    config["payments"] = {
+        "quickbooks": "quickbooks",
+        "bank_account": {"name": "Demo Bank", "iban": DEMO_BANK_IBAN, "currency": "EUR"},
+        "sepa": {"creditor_id": SEPA_CREDITOR_ID},
+    }
+    if stripe_secret is not None:
+        config["connections"]["stripe"] = {
+            "type": "stripe",
+            "webhook_secret_file": _write_secret(secrets / "stripe_webhook_secret", stripe_secret),
+        }
+        config["payments"]["stripe"] = "stripe"
+    if smtp_port is not None:  # reminders go to the local SMTP sink
+        config["mail"] = {
+            "host": "127.0.0.1",
+            "port": smtp_port,
+            "security": "none",
+            "from_address": "billing@demo-seller.example.com",
+            "reply_to": "accounts@demo-seller.example.com",
+        }
     if nav is not None:
         config["connections"]["erp"] = {
             "type": "nav",
@@ -223,7 +266,22 @@ def run_demo(
             seed_salesforce(sf, accounts=accounts, orders=orders, today=today)
         for sandbox in (sf, qbo, erp):
             sandbox.reset_counters()
-        config_path = write_workdir(workdir, sf, qbo, erp, timeout_seconds=FAULT_TIMEOUT if faults else None)
+        secret_file = workdir / "secrets" / "stripe_webhook_secret"
+        stripe_secret = (
+            secret_file.read_text(encoding="utf-8").strip()
+            if secret_file.exists()
+            else f"whsec_{secret_tokens.token_hex(16)}"
+        )
+        sink = SmtpSink().start()
+        config_path = write_workdir(
+            workdir,
+            sf,
+            qbo,
+            erp,
+            timeout_seconds=FAULT_TIMEOUT if faults else None,
+            stripe_secret=stripe_secret,
+            smtp_port=sink.port,
+        )
         settings = load_settings(config_path)
         upgrade_database(settings.database_url)
         runtime = Runtime(
@@ -237,8 +295,41 @@ def run_demo(
             while cycle.unfinished and runs < MAX_DEMO_RUNS:  # what the daemon's next run would do
                 runs += 1
                 cycle = merge(cycle, run_cycle(runtime, as_of=today, progress=progress))
+            # the sync's API budget: what pull -> bill -> push cost, before payments and later cycles
             calls = {"salesforce": sf.calls, "quickbooks": qbo.calls, "erp": erp.calls}
             quickbooks_calls = dict(qbo.calls_by_route)
+            with (
+                WebhookServer(runtime) as webhooks,
+                StripeSandbox(
+                    cert_dir=state_dir, webhook_url=webhooks.url, webhook_secret=stripe_secret
+                ) as stripe,
+            ):
+                phase = (
+                    None
+                    if reused
+                    else run_payments_phase(runtime, qbo, stripe, stripe_secret, workdir, today)
+                )
+            # 35 days on: payments entered in QuickBooks are pulled, unpaid invoices fall overdue,
+            # reminders go out, and every system learns what was paid
+            later = today + dt.timedelta(days=LATER_DAYS)
+            collected = run_cycle(runtime, as_of=later, progress=progress, steps=("collect", "push"))
+            while collected.unfinished and runs < 2 * MAX_DEMO_RUNS:
+                runs += 1
+                collected = run_cycle(runtime, as_of=later, progress=progress, steps=("collect", "push"))
+            cycle.retry_later.update(collected.retry_later)
+            payments_summary = summarise_payments(
+                runtime, qbo_connection="quickbooks", erp_connection="erp", workdir=workdir
+            )
+            payments_summary["reminders_delivered_to_smtp"] = len(sink.messages)
+            payments_summary["as_of_after_payments"] = later.isoformat()
+            if phase is not None:
+                payments_summary["payment_sources"] = {
+                    "quickbooks_entered": phase.quickbooks_entered,
+                    "stripe_events": phase.stripe_events_sent,
+                    "stripe_refunds": phase.stripe_refunds,
+                    "statement_lines": phase.statement_lines,
+                }
+                payments_summary["webhooks_refused"] = phase.webhooks_refused
             in_qbo, duplicates = count_invoices_in_quickbooks(runtime, "quickbooks")
             in_erp, erp_duplicates = count_invoices_in_erp(runtime, "erp")
             in_crm, crm_duplicates = count_statuses_in_crm(runtime, "salesforce")
@@ -246,6 +337,7 @@ def run_demo(
                 dead = session.query(DeadLetter).filter(DeadLetter.status == "open").count()
         finally:
             runtime.close()
+            sink.stop()
             sf.save_state(state_dir / SF_STATE)
             qbo.save_state(state_dir / QBO_STATE)
             erp.save_state(state_dir / ERP_STATE)
@@ -256,6 +348,7 @@ def run_demo(
     summary["pushed_to_erp"] = dict(pushes["erp"].sent) if "erp" in pushes else {}
     summary["invoice_statuses_in_crm"] = in_crm
     summary["duplicate_invoice_statuses_in_crm"] = crm_duplicates
+    summary.update(payments_summary)
     summary["runs"] = runs
     summary["left_for_next_run"] = cycle.retry_later
     if faults:

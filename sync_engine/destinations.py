@@ -211,6 +211,8 @@ class SalesforceDestination:
             by_object.setdefault(w.object, []).append(w)
         for obj, writes in by_object.items():
             field = self.external_ids.get(obj)
+            if field is None and all(w.payload.get("Id") for w in writes):
+                field = "Id"  # records that carry their Id (e.g. an Account's balance) are updated by it
             if field is None:
                 error = FatalError(
                     f"no external id field to upsert Salesforce {obj} by; set match_on in its mapping spec",

@@ -22,11 +22,13 @@ import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from billing.money import Currency
 from connectors.bank import parse_statement
 from connectors.bank.model import StatementEntry
 from sync_engine.payments import PAYABLE, Receipt, amount_due, record_payment
@@ -146,7 +148,7 @@ def review_queue(session: Session) -> list[dict[str, Any]]:
         {
             "id": line.id,
             "booking_date": line.booking_date.isoformat(),
-            "amount": str(line.amount),
+            "amount": _display(line.amount, line.currency),
             "currency": line.currency,
             "counterparty": line.counterparty_name,
             "iban": line.counterparty_iban,
@@ -175,6 +177,16 @@ def _line(statement_id: int, entry: StatementEntry, currency: str) -> StatementL
         status="unmatched",
         candidates=[],
     )
+
+
+def _display(amount: Decimal, currency: str) -> str:
+    """The amount with the currency's decimals (more only when the bank sent more)."""
+    try:
+        quantum = Currency.of(currency).quantum
+    except ValueError:
+        return str(amount.normalize())
+    exact = amount.quantize(quantum)
+    return str(exact if exact == amount else amount.normalize())
 
 
 def _iban(text: str) -> str:

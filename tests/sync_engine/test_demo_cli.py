@@ -20,7 +20,7 @@ def demo(workdir: Path) -> dict[str, Any]:
         [str(BILLSYNC), "demo", "--json", "--workdir", str(workdir)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -38,6 +38,21 @@ def test_demo_pushes_every_invoice_once_and_a_second_run_pushes_nothing(tmp_path
     assert first["invoice_statuses_in_crm"] == first["invoices_created"]
     assert first["duplicate_invoice_statuses_in_crm"] == 0
     assert set(first["invoice_totals"]) == {"USD", "EUR"}
+    # payments from every source; paid status counted back through each system's API
+    sources = first["payments_recorded"]
+    assert sources["quickbooks"] > 0 and sources["stripe"] > 0 and sources["bank"] > 0
+    assert first["invoices_paid"] > 0 and first["invoices_partially_paid"] > 0
+    assert first["invoices_overdue"] > 0 and first["reminders_sent"] > 0
+    assert first["reminders_delivered_to_smtp"] == first["reminders_sent"]
+    assert first["statement_lines_unmatched"] == 3  # the demo's unknown payers
+    assert first["webhooks_refused"] == 2  # a forged event and an exact replay
+    paid = first["invoices_paid"]
+    assert first["paid_status_in_quickbooks"] == first["paid_status_in_erp"] == paid
+    assert first["paid_status_in_salesforce"] == paid
+    assert first["ledger_check"] == "ok"
+    bean_check = Path(sys.executable).with_name("bean-check")
+    checked = subprocess.run([str(bean_check), first["ledger"]], capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
     # API budget: Salesforce one page per object (< 2,000 records each) + login;
     # QuickBooks one batch per 30 records of each entity + the token refresh.
@@ -55,6 +70,10 @@ def test_demo_pushes_every_invoice_once_and_a_second_run_pushes_nothing(tmp_path
     assert second["invoices_in_quickbooks"] == first["invoices_in_quickbooks"]
     assert second["duplicate_invoices_in_quickbooks"] == 0
     assert second["invoices_in_erp"] == first["invoices_in_erp"] and second["pushed_to_erp"] == {}
+    # nothing paid, reminded or imported twice
+    for key in ("payments_recorded", "invoices_paid", "reminders_sent", "statement_lines_unmatched"):
+        assert second[key] == first[key], key
+    assert second["paid_status_in_quickbooks"] == first["paid_status_in_quickbooks"]
 
 
 def test_demo_with_faults_still_delivers_every_invoice_once_to_both_systems(tmp_path: Path) -> None:
@@ -71,3 +90,9 @@ def test_demo_with_faults_still_delivers_every_invoice_once_to_both_systems(tmp_
     assert summary["duplicate_invoices_in_quickbooks"] == summary["duplicate_invoices_in_erp"] == 0
     assert summary["dead_letters"] == 2  # the two accounts the demo data makes invalid on purpose
     assert sum(sum(kinds.values()) for kinds in summary["faults_injected"].values()) > 0
+    # payments too: each paid invoice is paid once in every system, however often calls failed
+    paid = summary["invoices_paid"]
+    assert paid > 0
+    assert summary["paid_status_in_quickbooks"] == summary["paid_status_in_erp"] == paid
+    assert summary["paid_status_in_salesforce"] == paid
+    assert summary["ledger_check"] == "ok"
