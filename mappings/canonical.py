@@ -139,6 +139,17 @@ class CustomerBalance(CanonicalModel):
     open_invoices: int = Field(ge=0)
 
 
+class OrderBalance(CanonicalModel):
+    """Where the invoices billed from one CRM order stand; what flows back to the CRM's order."""
+
+    order_id: str
+    payment_status: Literal["none", "open", "partially_paid", "paid", "overdue", "uncollectible"]
+    currency: CurrencyCode | None = None
+    balance: Decimal = Field(ge=0)
+    overdue_amount: Decimal = Field(ge=0)
+    last_payment_date: dt.date | None = None
+
+
 ENTITY_MODELS: dict[str, type[CanonicalModel]] = {
     "customer": Customer,
     "product": Product,
@@ -148,6 +159,7 @@ ENTITY_MODELS: dict[str, type[CanonicalModel]] = {
     "payment": Payment,
     "invoice_status": InvoiceStatus,
     "customer_balance": CustomerBalance,
+    "order_balance": OrderBalance,
 }
 
 

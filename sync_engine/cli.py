@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from sync_engine.runtime import Runtime
     from sync_engine.support import LetterFilter
 
@@ -604,6 +606,19 @@ def _date(text: str) -> object:
         raise typer.Exit(2) from None
 
 
+def _amount(text: str) -> Decimal:
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if not value.is_finite():
+        typer.echo(f"billsync: not an amount: {text!r}", err=True)
+        raise typer.Exit(2)
+    return value
+
+
 def _echo_json(data: object) -> None:
     import json
 
@@ -780,18 +795,12 @@ def payments_record(
     config: Path = ConfigOption,
 ) -> None:
     """Record a payment received outside the connected systems (cash, cheque...)."""
-    from decimal import Decimal, InvalidOperation
-
     from sqlalchemy import select
 
     from sync_engine.payments import PaymentError, Receipt, record_payment
     from sync_engine.store.models import Invoice
 
-    try:
-        value = Decimal(amount)
-    except InvalidOperation:
-        typer.echo(f"billsync: not an amount: {amount!r}", err=True)
-        raise typer.Exit(2) from None
+    value = _amount(amount)
     runtime = _runtime(config)
     day = _date(received_on)
     try:
@@ -842,18 +851,13 @@ def payments_refund(
 ) -> None:
     """Record money given back on payment NUMBER (credit first, then the invoices paid last reopen)."""
     import datetime as dt
-    from decimal import Decimal, InvalidOperation
 
     from sqlalchemy import select
 
     from sync_engine.payments import PaymentError, record_refund
     from sync_engine.store.models import Payment
 
-    try:
-        value = Decimal(amount)
-    except InvalidOperation:
-        typer.echo(f"billsync: not an amount: {amount!r}", err=True)
-        raise typer.Exit(2) from None
+    value = _amount(amount)
     runtime = _runtime(config)
     today = dt.datetime.now(dt.UTC).date()
     try:

@@ -147,6 +147,7 @@ def write_workdir(
             "mappings": {
                 "invoice_status": "builtin:salesforce/invoice_status.out",
                 "customer_balance": "builtin:salesforce/account_balance.out",
+                "order_balance": "builtin:salesforce/order_balance.out",
             },
         }
     )

@@ -340,9 +340,15 @@ def summarise_payments(
     paid_qbo = sum(1 for inv in in_qbo if Decimal(str(inv.get("Balance", "1"))) == 0)
     erp = runtime.nav(erp_connection)
     paid_erp = sum(1 for status in erp.latest_payment_status().values() if status == "Paid")
+    crm = runtime.salesforce("salesforce")
     paid_crm = 0
-    for page in runtime.salesforce("salesforce").pull_pages("Billsync_Invoice__c", ["Status__c"], None):
+    for page in crm.pull_pages("Billsync_Invoice__c", ["Status__c"], None):
         paid_crm += sum(1 for r in page if r.get("Status__c") == "Paid")
+    orders: Counter[str] = Counter()
+    accounts: Counter[str] = Counter()
+    for sobject, counter in (("Order", orders), ("Account", accounts)):
+        for page in crm.pull_pages(sobject, ["Payment_Status__c"], None):
+            counter.update(str(r.get("Payment_Status__c")) for r in page if r.get("Payment_Status__c"))
     summary: dict[str, Any] = {
         "invoices_paid": statuses.get("paid", 0),
         "invoices_partially_paid": partly,
@@ -356,6 +362,8 @@ def summarise_payments(
         "paid_status_in_quickbooks": paid_qbo,
         "paid_status_in_erp": paid_erp,
         "paid_status_in_salesforce": paid_crm,
+        "payment_status_of_crm_accounts": dict(sorted(accounts.items())),
+        "payment_status_of_crm_orders": dict(sorted(orders.items())),
     }
     if workdir is not None:
         summary.update(_ledger_check(runtime, workdir))

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from sync_engine.outbox import enqueue
@@ -36,6 +36,7 @@ from sync_engine.settings import Settings
 from sync_engine.store.models import (
     CanonicalRecord,
     Invoice,
+    InvoiceLine,
     Payment,
     PaymentAllocation,
     Refund,
@@ -305,21 +306,13 @@ def customer_balance_document(
         )
     )
     payments = list(session.scalars(select(Payment).where(Payment.customer_id == customer_id)))
-    balance = sum((amount_due(i) for i in invoices if i.status != "paid"), ZERO)
-    overdue = sum((amount_due(i) for i in invoices if i.status == "overdue"), ZERO)
-    credit = sum((p.unapplied for p in payments), ZERO)
-    rank = ["paid", "open", "partially_paid", "overdue", "uncollectible"]
-    statuses = [i.status for i in invoices if i.status in rank]
-    worst = max(statuses, key=rank.index) if statuses else "none"
-    currencies = sorted({i.currency for i in invoices}) or sorted({p.currency for p in payments})
+    doc = _balance(invoices, [p.received_on for p in payments])
+    if doc["currency"] is None and payments:
+        doc["currency"] = sorted({p.currency for p in payments})[0]
     return {
         "customer_id": customer_id,
-        "payment_status": worst,
-        "currency": currencies[0] if currencies else None,
-        "balance": balance,
-        "overdue_amount": overdue,
-        "credit": credit,
-        "last_payment_date": max((p.received_on for p in payments), default=None),
+        **doc,
+        "credit": sum((p.unapplied for p in payments), ZERO),
         "open_invoices": sum(1 for i in invoices if i.status not in ("paid", "uncollectible")),
     }
 
@@ -417,6 +410,7 @@ def _settle(
             reminder.status = "cancelled"
     if settings is not None:
         _queue_status(session, settings, invoice)
+        _queue_orders(session, settings, [invoice.id])
     return True
 
 
@@ -449,6 +443,96 @@ def _queue_payment(session: Session, settings: Settings, payment: Payment) -> No
                 action="upsert",
                 version=f"{payment.amount - payment.refunded}:{payment.unapplied}",
             )
+
+
+def _queue_orders(session: Session, settings: Settings, invoice_ids: Sequence[str]) -> None:
+    """The CRM orders billed on these invoices learn their new payment status."""
+    destinations = _destinations(settings, "order_balance")
+    if not destinations:
+        return
+    for order_id in sorted(orders_of_invoices(session, invoice_ids)):
+        for destination in destinations:
+            enqueue(
+                session,
+                destination=destination,
+                entity="order_balance",
+                canonical_id=order_id,
+                action="upsert",
+                version="balance",
+            )
+
+
+def _order_line_id(source_key: str) -> str | None:
+    """``order-line:<id>[:...]`` -> the order line's canonical id (other charges have none)."""
+    kind, _, rest = source_key.partition(":")
+    return rest.split(":", 1)[0] if kind == "order-line" and rest else None
+
+
+def orders_of_invoices(session: Session, invoice_ids: Sequence[str]) -> set[str]:
+    keys = session.scalars(
+        select(InvoiceLine.source_key).where(InvoiceLine.invoice_id.in_(list(invoice_ids)))
+    )
+    line_ids = {lid for lid in map(_order_line_id, keys) if lid}
+    if not line_ids:
+        return set()
+    rows = session.scalars(select(CanonicalRecord.data).where(CanonicalRecord.id.in_(sorted(line_ids))))
+    return {str(data["order_id"]) for data in rows if isinstance(data, dict) and data.get("order_id")}
+
+
+def order_balance_documents(session: Session, order_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per CRM order: the worst status of the invoices billing it, what is due and overdue on them."""
+    wanted = set(order_ids)
+    line_to_order = {
+        str(cid): str(data["order_id"])
+        for cid, data in session.execute(
+            select(CanonicalRecord.id, CanonicalRecord.data).where(CanonicalRecord.entity == "order_line")
+        )
+        if isinstance(data, dict) and data.get("order_id") in wanted
+    }
+    invoices_of: dict[str, set[str]] = {order_id: set() for order_id in wanted}
+    if line_to_order:
+        pattern = [InvoiceLine.source_key.like(f"order-line:{lid}%") for lid in sorted(line_to_order)]
+        for start in range(0, len(pattern), 200):
+            for invoice_id, key in session.execute(
+                select(InvoiceLine.invoice_id, InvoiceLine.source_key).where(
+                    or_(*pattern[start : start + 200])
+                )
+            ):
+                line_id = _order_line_id(key)
+                if line_id in line_to_order:
+                    invoices_of[line_to_order[line_id]].add(invoice_id)
+    all_ids = sorted({i for ids in invoices_of.values() for i in ids})
+    invoices = _invoices(session, all_ids)
+    last_paid: dict[str, dt.date] = {}
+    if all_ids:
+        for invoice_id, applied_on in session.execute(
+            select(PaymentAllocation.invoice_id, PaymentAllocation.applied_on).where(
+                PaymentAllocation.invoice_id.in_(all_ids)
+            )
+        ):
+            last_paid[invoice_id] = max(applied_on, last_paid.get(invoice_id, applied_on))
+    docs: dict[str, dict[str, Any]] = {}
+    for order_id, ids in invoices_of.items():
+        billed = [
+            invoices[i] for i in sorted(ids) if i in invoices and invoices[i].status not in ("draft", "void")
+        ]
+        docs[order_id] = _balance(billed, [last_paid[i.id] for i in billed if i.id in last_paid]) | {
+            "order_id": order_id
+        }
+    return docs
+
+
+def _balance(invoices: Sequence[Invoice], payment_dates: Sequence[dt.date]) -> dict[str, Any]:
+    rank = ["paid", "open", "partially_paid", "overdue", "uncollectible"]
+    statuses = [i.status for i in invoices if i.status in rank]
+    currencies = sorted({i.currency for i in invoices})
+    return {
+        "payment_status": max(statuses, key=rank.index) if statuses else "none",
+        "currency": currencies[0] if currencies else None,
+        "balance": sum((amount_due(i) for i in invoices if i.status != "paid"), ZERO),
+        "overdue_amount": sum((amount_due(i) for i in invoices if i.status == "overdue"), ZERO),
+        "last_payment_date": max(payment_dates, default=None),
+    }
 
 
 def _queue_customer(session: Session, settings: Settings, customer_id: str) -> None:

@@ -27,12 +27,20 @@ from sync_engine.destinations import Destination, Outcome, Write
 from sync_engine.invoice_status import invoice_status_document
 from sync_engine.invoicing import invoice_document
 from sync_engine.outbox import enqueue
-from sync_engine.payments import customer_balance_document, payment_document
+from sync_engine.payments import customer_balance_document, order_balance_documents, payment_document
 from sync_engine.runtime import Runtime, StopRequested
 from sync_engine.settings import DestinationSettings
 from sync_engine.store.models import CanonicalRecord, Invoice, OutboxItem, Payment, SyncRun, utcnow
 
-ORDER = ("customer", "product", "invoice", "invoice_status", "payment", "customer_balance")
+ORDER = (
+    "customer",
+    "product",
+    "invoice",
+    "invoice_status",
+    "payment",
+    "customer_balance",
+    "order_balance",
+)
 
 
 @dataclass
@@ -394,6 +402,8 @@ def _documents(session: Any, entity: str, ids: list[str]) -> dict[str, dict[str,
     if entity == "payment":
         payments = session.scalars(select(Payment).where(Payment.id.in_(ids)))
         return {p.id: payment_document(p) for p in payments}
+    if entity == "order_balance":
+        return order_balance_documents(session, ids)
     if entity == "customer_balance":
         known = set(session.scalars(select(CanonicalRecord.id).where(CanonicalRecord.id.in_(ids))))
         return {cid: customer_balance_document(session, cid) for cid in ids if cid in known}

@@ -105,7 +105,16 @@ class DestinationSettings(BaseModel):
     name: str
     connection: str
     mappings: dict[
-        Literal["customer", "product", "invoice", "invoice_status", "payment", "customer_balance"], str
+        Literal[
+            "customer",
+            "product",
+            "invoice",
+            "invoice_status",
+            "payment",
+            "customer_balance",
+            "order_balance",
+        ],
+        str,
     ]
     #: writes per call; default and ceiling are the system's own limit (QBO 30, Salesforce 200, NAV 100)
     batch_size: int | None = Field(default=None, ge=1, le=200)

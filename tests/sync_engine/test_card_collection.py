@@ -27,10 +27,11 @@ from connectors.stripe.webhook import sign
 from sync_engine.card_collection import collect_cards, queue_card_collections
 from sync_engine.payments import Receipt, record_payment
 from sync_engine.runtime import Runtime
-from sync_engine.settings import PaymentSettings, Settings, StripeSettings
-from sync_engine.store.db import upgrade_database
-from sync_engine.store.models import CanonicalRecord, DeadLetter, Invoice, OutboxItem, Payment
+from sync_engine.settings import PaymentSettings, StripeSettings
+from sync_engine.store.models import DeadLetter, OutboxItem, Payment
 from sync_engine.stripe_payments import handle_stripe_webhook
+from tests.sync_engine import books
+from tests.sync_engine.books import add_rows, customer_row, invoice_status
 
 AS_OF = dt.date(2026, 11, 25)
 SECRET = "whsec_card_collection_test"
@@ -77,7 +78,6 @@ def sandbox() -> Iterator[StripeSandbox]:
 
 
 def make_runtime(db_url: str, tmp_path: Path, sandbox: StripeSandbox, **payments: Any) -> Runtime:
-    (tmp_path / "catalog.yaml").write_text("version: 1\nproducts: []\n", encoding="utf-8")
     options = sandbox.connector_options()
     stripe_connection: dict[str, Any] = {
         "type": "stripe",
@@ -88,54 +88,34 @@ def make_runtime(db_url: str, tmp_path: Path, sandbox: StripeSandbox, **payments
         "timeout_seconds": 5,
     }
     stripe_connection.update(payments.pop("connection", {}))
-    settings = Settings(
-        database_url=db_url,
-        catalog=tmp_path / "catalog.yaml",
+    return books.make_runtime(
+        db_url,
+        tmp_path,
         connections={"stripe": StripeSettings(**stripe_connection)},
-        streams=[],
-        destinations=[],
         payments=PaymentSettings(**{"stripe": "stripe", "collect_cards": True, **payments}),
     )
-    return Runtime(settings)
 
 
 @pytest.fixture
 def runtime(db_url: str, tmp_path: Path, sandbox: StripeSandbox) -> Iterator[Runtime]:
-    upgrade_database(db_url)
     rt = make_runtime(db_url, tmp_path, sandbox)
-    with rt.transaction() as session:
-        for cid, (data, _) in CUSTOMERS.items():
-            session.add(
-                CanonicalRecord(
-                    id=cid,
-                    entity="customer",
-                    data={"name": cid, "currency": "USD", **data},
-                    payload_hash="x",
-                )
-            )
+    add_rows(
+        rt, *(customer_row(cid, name=cid, currency="USD", **data) for cid, (data, _) in CUSTOMERS.items())
+    )
     yield rt
     rt.close()
 
 
 def add_invoice(runtime: Runtime, number: str, total: str, customer: str, *, status: str = "open") -> str:
-    invoice_id = f"inv_{number}"
-    with runtime.transaction() as session:
-        session.add(
-            Invoice(
-                id=invoice_id,
-                customer_id=customer,
-                series="INV",
-                number=number,
-                status=status,
-                currency="USD",
-                issue_date=AS_OF - dt.timedelta(days=1),
-                due_date=AS_OF + dt.timedelta(days=14),
-                subtotal=Decimal(total),
-                tax_total=Decimal("0"),
-                total=Decimal(total),
-            )
-        )
-    return invoice_id
+    return books.add_invoice(
+        runtime,
+        number,
+        total,
+        customer_id=customer,
+        status=status,
+        issue=AS_OF - dt.timedelta(days=1),
+        due=AS_OF + dt.timedelta(days=14),
+    )
 
 
 def pay_by_bank(runtime: Runtime, ref: str, customer: str, amount: str, invoice_id: str) -> None:
@@ -155,13 +135,6 @@ def pay_by_bank(runtime: Runtime, ref: str, customer: str, amount: str, invoice_
             ),
             as_of=AS_OF,
         )
-
-
-def invoice(runtime: Runtime, invoice_id: str) -> tuple[str, Decimal]:
-    with runtime.sessions() as session:
-        found = session.get(Invoice, invoice_id)
-        assert found is not None
-        return found.status, found.amount_paid
 
 
 def row(runtime: Runtime, invoice_id: str) -> OutboxItem:
@@ -197,8 +170,8 @@ def test_a_card_customers_invoices_are_charged_the_amount_due_once(
     first = collect_cards(runtime, as_of=AS_OF)
 
     assert (first.queued, first.charged, first.declined, first.pending, first.failed) == (2, 2, 0, 0, 0)
-    assert invoice(runtime, whole) == ("paid", Decimal("10.99"))
-    assert invoice(runtime, partly) == ("paid", Decimal("50.00"))
+    assert invoice_status(runtime, whole) == ("paid", Decimal("10.99"))
+    assert invoice_status(runtime, partly) == ("paid", Decimal("50.00"))
     charged = {pi["metadata"]["billsync_invoice_number"]: pi for pi in intents(sandbox, "cus_S_card")}
     assert {n: (pi["amount"], pi["currency"], pi["status"]) for n, pi in charged.items()} == {
         "INV-001": (1099, "usd", "succeeded"),
@@ -226,7 +199,7 @@ def test_a_declined_card_is_tried_once_and_the_invoice_stays_open(
     first = collect_cards(runtime, as_of=AS_OF)
 
     assert (first.queued, first.charged, first.declined, first.failed) == (1, 0, 1, 0)
-    assert invoice(runtime, invoice_id) == ("open", Decimal("0"))
+    assert invoice_status(runtime, invoice_id) == ("open", Decimal("0"))
     failed = row(runtime, invoice_id)
     assert failed.status == "failed" and "generic_decline" in (failed.last_error or "")
     with runtime.sessions() as session:  # a business outcome: dunning takes over, not support
@@ -237,7 +210,7 @@ def test_a_declined_card_is_tried_once_and_the_invoice_stays_open(
 
     assert (later.queued, later.declined, later.api_calls) == (0, 0, 0)
     assert len(intents(sandbox, "cus_S_declined")) == 1
-    assert invoice(runtime, invoice_id)[0] == "open"
+    assert invoice_status(runtime, invoice_id)[0] == "open"
 
 
 def test_a_lost_answer_is_retried_next_run_with_the_same_key_and_charges_once(
@@ -255,7 +228,7 @@ def test_a_lost_answer_is_retried_next_run_with_the_same_key_and_charges_once(
     assert len(intents(sandbox, "cus_S_card")) == 1  # the card *was* charged
     in_doubt = row(runtime, invoice_id)
     assert in_doubt.status == "unknown" and in_doubt.attempts == 1 and in_doubt.last_error
-    assert invoice(runtime, invoice_id)[0] == "open" and stripe_payments(runtime) == []
+    assert invoice_status(runtime, invoice_id)[0] == "open" and stripe_payments(runtime) == []
 
     sandbox.set_faults(0.0)
     retried = collect_cards(runtime, as_of=AS_OF)
@@ -263,7 +236,7 @@ def test_a_lost_answer_is_retried_next_run_with_the_same_key_and_charges_once(
     assert (retried.charged, retried.pending) == (1, 0)
     [charge] = intents(sandbox, "cus_S_card")  # still one PaymentIntent: Stripe replayed its answer
     assert stripe_payments(runtime) == [(charge["id"], Decimal("42.50"), "cus_card")]
-    assert invoice(runtime, invoice_id) == ("paid", Decimal("42.50"))
+    assert invoice_status(runtime, invoice_id) == ("paid", Decimal("42.50"))
     done = row(runtime, invoice_id)
     assert done.status == "sent" and done.attempts == 2
     [event] = [e for e in sandbox.events if e["type"] == "payment_intent.succeeded"]
@@ -331,7 +304,7 @@ def test_the_webhook_for_the_same_payment_intent_records_nothing_twice(
 
     assert (answer.status, answer.message) == (200, "duplicate")
     assert len(stripe_payments(runtime)) == 1
-    assert invoice(runtime, invoice_id) == ("paid", Decimal("19.90"))
+    assert invoice_status(runtime, invoice_id) == ("paid", Decimal("19.90"))
 
 
 def test_nothing_happens_unless_card_collection_is_configured(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import ipaddress
 import ssl
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,24 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 from pypdf import PdfReader
 from sqlalchemy import select
 
+from connectors.sandbox import make_self_signed_cert
 from sync_engine.dunning import check_templates, dunning_overview, run_dunning
 from sync_engine.logging import redact_text
 from sync_engine.mailer import Mailer, MailUnavailableError, PermanentMailError, message_id
 from sync_engine.payments import Receipt, record_payment
 from sync_engine.runtime import Runtime
-from sync_engine.settings import DunningSettings, DunningStep, MailSettings, SellerSettings, Settings
+from sync_engine.settings import DunningSettings, DunningStep, MailSettings, SellerSettings
 from sync_engine.smtp_sink import SmtpSink
-from sync_engine.store.db import upgrade_database
 from sync_engine.store.models import Invoice, InvoiceLine, Reminder
+from tests.sync_engine import books
+from tests.sync_engine.books import add_rows, invoice_row
 from tests.sync_engine.test_invoicing import seed
 
 DUE = dt.date(2026, 11, 30)
@@ -61,15 +57,9 @@ def make_runtime(
     seller: bool = True,
     **dunning: Any,
 ) -> Runtime:
-    catalog = folder / "catalog.yaml"
-    catalog.write_text(yaml.safe_dump({"version": 1, "products": []}), encoding="utf-8")
-    upgrade_database(db_url)
-    settings = Settings(
-        database_url=db_url,
-        catalog=catalog,
-        connections={},
-        streams=[],
-        destinations=[],
+    return books.make_runtime(
+        db_url,
+        folder,
         mail=mail,
         seller=SellerSettings(
             name="Seller GmbH",
@@ -79,8 +69,6 @@ def make_runtime(
         else None,
         dunning=DunningSettings(**{"attach_pdf": False, **dunning}),
     )
-    settings._base_dir = folder
-    return Runtime(settings)
 
 
 @pytest.fixture
@@ -100,35 +88,27 @@ def add_invoice(
     total: str = "1234.50",
     with_line: bool = False,
 ) -> str:
-    invoice_id = f"inv_{number}"
-    with runtime.transaction() as session:
-        invoice = Invoice(
-            id=invoice_id,
-            customer_id=customer_id,
-            series="INV",
-            number=number,
-            status="open",
-            currency="EUR",
-            issue_date=due - dt.timedelta(days=30),
-            due_date=due,
-            subtotal=Decimal(total),
-            tax_total=Decimal("0"),
-            total=Decimal(total),
-            amount_paid=Decimal("0"),
-            finalized_at=dt.datetime(2026, 10, 31, tzinfo=dt.UTC),
-        )
-        if with_line:
-            invoice.lines.append(
-                InvoiceLine(
-                    position=1,
-                    source_key=f"line:{number}",
-                    description="Consulting, October",
-                    quantity=Decimal("1"),
-                    unit_price=Decimal(total),
-                    amount=Decimal(total),
-                )
+    invoice = invoice_row(
+        number,
+        total,
+        customer_id=customer_id,
+        due=due,
+        currency="EUR",
+        finalized_at=dt.datetime(2026, 10, 31, tzinfo=dt.UTC),
+    )
+    if with_line:
+        invoice.lines.append(
+            InvoiceLine(
+                position=1,
+                source_key=f"line:{number}",
+                description="Consulting, October",
+                quantity=Decimal("1"),
+                unit_price=Decimal(total),
+                amount=Decimal(total),
             )
-        session.add(invoice)
+        )
+    invoice_id = invoice.id
+    add_rows(runtime, invoice)
     return invoice_id
 
 
@@ -586,35 +566,6 @@ def test_a_broken_template_keeps_the_reminder_pending_until_it_is_fixed(
 # the mailer on its own: TLS, login, secrets
 
 
-def _certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (and its key), valid for a day."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "billsync test smtp")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "smtp.crt", folder / "smtp.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_file, key_file
-
-
 def _server_tls(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
@@ -622,7 +573,7 @@ def _server_tls(cert_file: Path, key_file: Path) -> ssl.SSLContext:
 
 
 def test_starttls_with_a_private_ca_and_login(tmp_path: Path) -> None:
-    cert_file, key_file = _certificate(tmp_path)
+    cert_file, key_file = make_self_signed_cert(tmp_path, "smtp")  # a private CA for 127.0.0.1
     password = "s3cret-Pa55word"
     with SmtpSink(starttls=_server_tls(cert_file, key_file), credentials=("billsync", password)) as sink:
         settings = sink.mail_settings(
@@ -649,7 +600,7 @@ def test_starttls_with_a_private_ca_and_login(tmp_path: Path) -> None:
 
 
 def test_implicit_tls(tmp_path: Path) -> None:
-    cert_file, key_file = _certificate(tmp_path)
+    cert_file, key_file = make_self_signed_cert(tmp_path, "smtp")  # a private CA for 127.0.0.1
     with SmtpSink(implicit_tls=_server_tls(cert_file, key_file)) as sink:
         mailer = Mailer(sink.mail_settings(security="tls", ca_file=str(cert_file)))
         mailer.send(mailer.compose(to=CUSTOMER, subject="over TLS", text="hi\n", message_id="<tls@t>"))

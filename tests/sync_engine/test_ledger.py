@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session
 from sync_engine.ledger import LedgerError, export_beancount, write_ledger
 from sync_engine.payments import Receipt, apply_credit, record_payment, record_refund
 from sync_engine.settings import LedgerSettings, Settings
-from sync_engine.store.models import CanonicalRecord, Invoice, InvoiceLine, InvoiceTaxLine, Payment
+from sync_engine.store.models import Invoice, InvoiceLine, InvoiceTaxLine, Payment
+from tests.sync_engine.books import customer_row, invoice_row
 
 D = Decimal
 
@@ -48,11 +49,7 @@ def make_settings(**ledger: str) -> Settings:
 
 
 def add_customer(session: Session, customer_id: str, name: str, currency: str = "EUR") -> None:
-    session.add(
-        CanonicalRecord(
-            id=customer_id, entity="customer", data={"name": name, "currency": currency}, payload_hash="x"
-        )
-    )
+    session.add(customer_row(customer_id, name=name, currency=currency))
 
 
 def add_invoice(
@@ -66,20 +63,16 @@ def add_invoice(
     status: str = "open",
 ) -> Invoice:
     """``lines``: (amount, discount, tax rate in percent or None, inclusive); totals as billing makes them."""
-    invoice = Invoice(
-        id=f"inv_{number}",
+    # the totals are summed from the lines below
+    invoice = invoice_row(
+        number,
+        "0",
         customer_id=customer_id,
-        series="INV",
-        number=number,
-        status=status,
         currency=currency,
-        issue_date=issued,
-        due_date=issued + dt.timedelta(days=30),
-        subtotal=D("0"),
+        status=status,
+        issue=issued,
+        due=issued + dt.timedelta(days=30),
         discount_total=D("0"),
-        tax_total=D("0"),
-        total=D("0"),
-        amount_paid=D("0"),
     )
     taxes: dict[tuple[str, bool], list[Decimal]] = {}
     subtotal = discount_total = D("0")

@@ -6,6 +6,7 @@ Runs on SQLite and (with BILLSYNC_TEST_DATABASE_URL) PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,23 +24,20 @@ from sync_engine.payments import (
     refresh_overdue,
 )
 from sync_engine.runtime import Runtime
-from sync_engine.settings import DestinationSettings, PaymentSettings, Settings
-from sync_engine.store.db import upgrade_database
+from sync_engine.settings import DestinationSettings, PaymentSettings
 from sync_engine.store.models import CanonicalRecord, Invoice, OutboxItem, Payment, Reminder
+from tests.sync_engine import books
+from tests.sync_engine.books import add_rows, customer_row, make_runtime
 
 AS_OF = dt.date(2026, 11, 25)
 CUSTOMER = "cus_1"
 
 
 @pytest.fixture
-def runtime(db_url: str, tmp_path: Path) -> Runtime:
-    (tmp_path / "catalog.yaml").write_text("version: 1\nproducts: []\n", encoding="utf-8")
-    upgrade_database(db_url)
-    settings = Settings(
-        database_url=db_url,
-        catalog=tmp_path / "catalog.yaml",
-        connections={},
-        streams=[],
+def runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
+    rt = make_runtime(
+        db_url,
+        tmp_path,
         destinations=[
             DestinationSettings(
                 name="qbo",
@@ -57,37 +55,13 @@ def runtime(db_url: str, tmp_path: Path) -> Runtime:
         ],
         payments=PaymentSettings(quickbooks="books"),
     )
-    rt = Runtime(settings)
-    with rt.transaction() as session:
-        for cid in (CUSTOMER, "cus_2"):
-            session.add(
-                CanonicalRecord(
-                    id=cid, entity="customer", data={"name": cid, "currency": "USD"}, payload_hash="x"
-                )
-            )
+    add_rows(rt, *(customer_row(cid, name=cid, currency="USD") for cid in (CUSTOMER, "cus_2")))
     yield rt
     rt.close()
 
 
 def add_invoice(runtime: Runtime, number: str, total: str, *, due: dt.date, customer: str = CUSTOMER) -> str:
-    invoice_id = f"inv_{number}"
-    with runtime.transaction() as session:
-        session.add(
-            Invoice(
-                id=invoice_id,
-                customer_id=customer,
-                series="INV",
-                number=number,
-                status="open",
-                currency="USD",
-                issue_date=due - dt.timedelta(days=30),
-                due_date=due,
-                subtotal=Decimal(total),
-                tax_total=Decimal("0"),
-                total=Decimal(total),
-            )
-        )
-    return invoice_id
+    return books.add_invoice(runtime, number, total, customer_id=customer, due=due)
 
 
 def receipt(ref: str, value: str, **kw: object) -> Receipt:
@@ -107,6 +81,21 @@ def receipt(ref: str, value: str, **kw: object) -> Receipt:
 def pay(runtime: Runtime, r: Receipt, as_of: dt.date = AS_OF):  # type: ignore[no-untyped-def]
     with runtime.transaction() as session:
         return record_payment(session, runtime.settings, r, as_of=as_of)
+
+
+def refund(runtime: Runtime, payment_id: str, ref: str, amount: str) -> bool:
+    """A Stripe refund notice for ``payment_id``, received and recorded on AS_OF."""
+    with runtime.transaction() as session:
+        return record_refund(
+            session,
+            runtime.settings,
+            payment_id=payment_id,
+            source="stripe",
+            source_ref=ref,
+            amount=Decimal(amount),
+            refunded_on=AS_OF,
+            as_of=AS_OF,
+        )
 
 
 def invoice(runtime: Runtime, invoice_id: str) -> Invoice:
@@ -195,42 +184,13 @@ def test_explicit_allocations_are_kept_and_quickbooks_credit_is_not_spent(runtim
 def test_refund_takes_credit_first_then_reopens_the_last_paid_invoice(runtime: Runtime) -> None:
     inv = add_invoice(runtime, "INV-1", "100.00", due=AS_OF + dt.timedelta(days=3))
     recorded = pay(runtime, receipt("r", "120.00", method="card", source="stripe"))
-    with runtime.transaction() as session:
-        assert record_refund(
-            session,
-            runtime.settings,
-            payment_id=recorded.payment_id,
-            source="stripe",
-            source_ref="re_1",
-            amount=Decimal("50.00"),
-            refunded_on=AS_OF,
-            as_of=AS_OF,
-        )
+    assert refund(runtime, recorded.payment_id, "re_1", "50.00")
     back = invoice(runtime, inv)
     assert (back.status, back.amount_paid, back.paid_on) == ("partially_paid", Decimal("70.00"), None)
-    with runtime.transaction() as session:  # the same refund notice again changes nothing
-        assert not record_refund(
-            session,
-            runtime.settings,
-            payment_id=recorded.payment_id,
-            source="stripe",
-            source_ref="re_1",
-            amount=Decimal("50.00"),
-            refunded_on=AS_OF,
-            as_of=AS_OF,
-        )
+    assert not refund(runtime, recorded.payment_id, "re_1", "50.00")  # the same notice again: no change
     assert invoice(runtime, inv).amount_paid == Decimal("70.00")
-    with runtime.transaction() as session, pytest.raises(PaymentError, match="exceeds"):
-        record_refund(
-            session,
-            runtime.settings,
-            payment_id=recorded.payment_id,
-            source="stripe",
-            source_ref="re_2",
-            amount=Decimal("80.00"),
-            refunded_on=AS_OF,
-            as_of=AS_OF,
-        )
+    with pytest.raises(PaymentError, match="exceeds"):
+        refund(runtime, recorded.payment_id, "re_2", "80.00")
 
 
 def test_overdue_is_marked_once_and_payment_stops_reminders(runtime: Runtime) -> None:
@@ -273,3 +233,46 @@ def test_a_payment_never_pays_another_customers_invoice(runtime: Runtime) -> Non
     theirs = add_invoice(runtime, "INV-9", "100.00", due=AS_OF, customer="cus_2")
     with pytest.raises(PaymentError, match="cannot pay invoice INV-9"):
         pay(runtime, receipt("r", "10.00", allocations=[(theirs, Decimal("10.00"))]))
+
+
+def test_the_crm_order_learns_when_the_invoices_billed_from_it_are_paid(runtime: Runtime) -> None:
+    from sync_engine.payments import order_balance_documents
+    from sync_engine.store.models import InvoiceLine
+
+    runtime.settings.destinations.append(
+        DestinationSettings(
+            name="crm-orders",
+            connection="sf",
+            mappings={"order_balance": "builtin:salesforce/order_balance.out"},
+        )
+    )
+    inv = add_invoice(runtime, "INV-1", "100.00", due=AS_OF + dt.timedelta(days=5))
+    with runtime.transaction() as session:
+        for line_id, order_id in (("orl_a", "ord_1"), ("orl_b", "ord_2")):
+            session.add(
+                CanonicalRecord(
+                    id=line_id,
+                    entity="order_line",
+                    data={"order_id": order_id, "product_id": "p", "quantity": "1"},
+                    payload_hash="h",
+                )
+            )
+        for position, line_id in enumerate(("orl_a", "orl_b")):
+            session.add(
+                InvoiceLine(
+                    invoice_id=inv,
+                    position=position,
+                    source_key=f"order-line:{line_id}",
+                    description="x",
+                    quantity=Decimal(1),
+                    unit_price=Decimal("50.00"),
+                    amount=Decimal("50.00"),
+                )
+            )
+    pay(runtime, receipt("r1", "40.00"))
+    assert sorted(cid for d, cid in outbox(runtime, "order_balance")) == ["ord_1", "ord_2"]
+    with runtime.sessions() as session:
+        docs = order_balance_documents(session, ["ord_1", "ord_2", "ord_unbilled"])
+    assert docs["ord_1"]["payment_status"] == "partially_paid"
+    assert docs["ord_1"]["balance"] == Decimal("60.00") and docs["ord_1"]["last_payment_date"] == AS_OF
+    assert docs["ord_unbilled"]["payment_status"] == "none"

@@ -18,9 +18,8 @@ from connectors.bank.build import BuildEntry, camt053_document, mt940_document
 from connectors.bank.errors import StatementError
 from sync_engine.reconcile import MatchError, ignore_line, import_statement, match_line, review_queue
 from sync_engine.runtime import Runtime
-from sync_engine.settings import Settings
-from sync_engine.store.db import upgrade_database
-from sync_engine.store.models import BankStatement, CanonicalRecord, Invoice, Payment, StatementLine
+from sync_engine.store.models import BankStatement, Payment, StatementLine
+from tests.sync_engine.books import add_rows, customer_row, invoice_row, invoice_status, make_runtime
 
 TODAY = dt.date(2026, 11, 25)
 CREATED = dt.datetime(2026, 11, 25, 18, 0, tzinfo=dt.UTC)
@@ -30,55 +29,30 @@ OUR_IBAN = "DE02120300000000202051"
 
 @pytest.fixture
 def runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    (tmp_path / "catalog.yaml").write_text("version: 1\nproducts: []\n", encoding="utf-8")
-    upgrade_database(db_url)
-    rt = Runtime(
-        Settings(
-            database_url=db_url,
-            catalog=tmp_path / "catalog.yaml",
-            connections={},
-            streams=[],
-            destinations=[],
-        )
+    rt = make_runtime(db_url, tmp_path)
+    issued, due = TODAY - dt.timedelta(days=10), TODAY + dt.timedelta(days=20)
+    add_rows(
+        rt,
+        customer_row("cus_acme", name="Acme GmbH", currency="EUR", iban=ACME_IBAN),
+        customer_row("cus_globex", name="Globex", currency="EUR"),
+        *(
+            invoice_row(
+                number,
+                total,
+                invoice_id=f"inv_{number[-1]}",
+                customer_id=customer,
+                currency="EUR",
+                issue=issued,
+                due=due,
+            )
+            for number, customer, total in (
+                ("INV-000001", "cus_acme", "100.00"),
+                ("INV-000002", "cus_acme", "250.00"),
+                ("INV-000003", "cus_globex", "75.50"),
+                ("INV-000004", "cus_globex", "75.50"),
+            )
+        ),
     )
-    with rt.transaction() as session:
-        session.add(
-            CanonicalRecord(
-                id="cus_acme",
-                entity="customer",
-                data={"name": "Acme GmbH", "currency": "EUR", "iban": ACME_IBAN},
-                payload_hash="x",
-            )
-        )
-        session.add(
-            CanonicalRecord(
-                id="cus_globex",
-                entity="customer",
-                data={"name": "Globex", "currency": "EUR"},
-                payload_hash="y",
-            )
-        )
-        for number, customer, total in (
-            ("INV-000001", "cus_acme", "100.00"),
-            ("INV-000002", "cus_acme", "250.00"),
-            ("INV-000003", "cus_globex", "75.50"),
-            ("INV-000004", "cus_globex", "75.50"),
-        ):
-            session.add(
-                Invoice(
-                    id=f"inv_{number[-1]}",
-                    customer_id=customer,
-                    series="INV",
-                    number=number,
-                    status="open",
-                    currency="EUR",
-                    issue_date=TODAY - dt.timedelta(days=10),
-                    due_date=TODAY + dt.timedelta(days=20),
-                    subtotal=Decimal(total),
-                    tax_total=Decimal("0"),
-                    total=Decimal(total),
-                )
-            )
     yield rt
     rt.close()
 
@@ -101,13 +75,6 @@ def camt(*entries: BuildEntry, statement_id: str = "STMT-1") -> bytes:
     return camt053_document(OUR_IBAN, statement_id, "EUR", list(entries), CREATED, Decimal("1000.00"))
 
 
-def status(runtime: Runtime, invoice_id: str) -> tuple[str, Decimal]:
-    with runtime.sessions() as session:
-        inv = session.get(Invoice, invoice_id)
-        assert inv is not None
-        return inv.status, inv.amount_paid
-
-
 def count(runtime: Runtime, model: type) -> int:
     with runtime.sessions() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
@@ -124,10 +91,10 @@ def test_lines_are_matched_by_number_then_by_payer_and_amount_and_the_rest_waits
     result = import_statement(runtime, data, "statement.xml", as_of=TODAY)
     assert (result.matched, result.unmatched, result.ignored) == (3, 1, 1)
     assert result.matched_by == {"invoice_number": 2, "amount_customer": 1}
-    assert status(runtime, "inv_1") == ("paid", Decimal("100.00"))
-    assert status(runtime, "inv_2") == ("paid", Decimal("250.00"))
-    assert status(runtime, "inv_3") == ("paid", Decimal("75.50"))
-    assert status(runtime, "inv_4") == ("open", Decimal("0"))
+    assert invoice_status(runtime, "inv_1") == ("paid", Decimal("100.00"))
+    assert invoice_status(runtime, "inv_2") == ("paid", Decimal("250.00"))
+    assert invoice_status(runtime, "inv_3") == ("paid", Decimal("75.50"))
+    assert invoice_status(runtime, "inv_4") == ("open", Decimal("0"))
     with runtime.sessions() as session:
         queue = review_queue(session)
     assert len(queue) == 1 and queue[0]["amount"] == "75.50"
@@ -146,7 +113,7 @@ def test_the_same_statement_twice_imports_nothing_twice(runtime: Runtime) -> Non
     third = import_statement(runtime, reformatted, "a-resent.xml", as_of=TODAY)
     assert (third.duplicates, third.matched) == (2, 0)
     assert count(runtime, Payment) == 2
-    assert status(runtime, "inv_2") == ("partially_paid", Decimal("30.00"))
+    assert invoice_status(runtime, "inv_2") == ("partially_paid", Decimal("30.00"))
 
 
 @pytest.mark.parametrize(
@@ -174,7 +141,7 @@ def test_a_bad_amount_deep_in_a_valid_file_imports_none_of_its_lines(runtime: Ru
     with pytest.raises(StatementError, match=r"statement\.xml:\d+"):
         import_statement(runtime, broken, "statement.xml", as_of=TODAY)
     assert count(runtime, Payment) == 0
-    assert status(runtime, "inv_1") == ("open", Decimal("0"))
+    assert invoice_status(runtime, "inv_1") == ("open", Decimal("0"))
 
 
 def test_mt940_lines_are_matched_like_camt(runtime: Runtime) -> None:
@@ -183,7 +150,7 @@ def test_mt940_lines_are_matched_like_camt(runtime: Runtime) -> None:
     )
     result = import_statement(runtime, text.encode(), "statement.sta", as_of=TODAY)
     assert result.matched == 1
-    assert status(runtime, "inv_1") == ("paid", Decimal("100.00"))
+    assert invoice_status(runtime, "inv_1") == ("paid", Decimal("100.00"))
 
 
 def test_support_matches_a_waiting_line_by_hand_or_ignores_it(runtime: Runtime) -> None:
@@ -202,7 +169,7 @@ def test_support_matches_a_waiting_line_by_hand_or_ignores_it(runtime: Runtime) 
         match_line(runtime, waiting["payment"], ["INV-000001", "INV-000003"], as_of=TODAY)
     number = match_line(runtime, waiting["payment"], ["INV-000003"], as_of=TODAY, who="alice")
     assert number.startswith("PAY-")
-    assert status(runtime, "inv_3") == ("paid", Decimal("75.50"))
+    assert invoice_status(runtime, "inv_3") == ("paid", Decimal("75.50"))
     with pytest.raises(MatchError, match="already matched"):
         match_line(runtime, waiting["payment"], ["INV-000004"], as_of=TODAY)
     ignore_line(runtime, waiting["interest"], "interest from our bank")

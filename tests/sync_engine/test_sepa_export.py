@@ -27,7 +27,7 @@ from sync_engine.sepa_export import (
     write_sepa_export,
 )
 from sync_engine.settings import BankAccountSettings, PaymentSettings, SellerSettings, SepaSettings, Settings
-from sync_engine.store.models import CanonicalRecord, Invoice
+from tests.sync_engine.books import customer_row, invoice_row
 
 D = Decimal
 AS_OF = dt.date(2026, 11, 25)
@@ -54,7 +54,7 @@ def make_settings(**sepa: Any) -> Settings:
 
 def customer(session: Session, customer_id: str, name: str, **data: Any) -> None:
     record = {"name": name, "currency": "EUR", "payment_method": "direct_debit", **data}
-    session.add(CanonicalRecord(id=customer_id, entity="customer", data=record, payload_hash="x"))
+    session.add(customer_row(customer_id, **record))
 
 
 def mandated(session: Session, customer_id: str, name: str, iban: str = GOOD_IBAN, **data: Any) -> None:
@@ -79,24 +79,20 @@ def invoice(
     status: str = "open",
     currency: str = "EUR",
 ) -> str:
-    session.add(
-        Invoice(
-            id=f"inv_{number}",
-            customer_id=customer_id,
-            series="INV",
-            number=None if status == "draft" else number,
-            status=status,
-            currency=currency,
-            issue_date=due - dt.timedelta(days=14),
-            due_date=due,
-            subtotal=D(total),
-            tax_total=D("0"),
-            total=D(total),
-            amount_paid=D("0"),
-        )
+    row = invoice_row(
+        number,
+        total,
+        customer_id=customer_id,
+        due=due,
+        currency=currency,
+        status=status,
+        issue=due - dt.timedelta(days=14),
     )
+    if status == "draft":
+        row.number = None  # a draft is numbered when it is finalised
+    session.add(row)
     session.flush()
-    return f"inv_{number}"
+    return row.id
 
 
 def seed(session: Session, settings: Settings) -> None:

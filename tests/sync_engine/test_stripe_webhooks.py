@@ -21,10 +21,10 @@ from sqlalchemy import select
 
 from connectors.stripe.webhook import sign
 from sync_engine.runtime import Runtime
-from sync_engine.settings import PaymentSettings, Settings, StripeSettings
-from sync_engine.store.db import upgrade_database
-from sync_engine.store.models import CanonicalRecord, DeadLetter, Invoice, Payment, WebhookEvent
+from sync_engine.settings import PaymentSettings, StripeSettings
+from sync_engine.store.models import DeadLetter, Invoice, Payment, WebhookEvent
 from sync_engine.webapp import create_app
+from tests.sync_engine.books import add_rows, customer_row, invoice_row, make_runtime
 
 SECRET = "whsec_test_secret"
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -32,41 +32,24 @@ TODAY = dt.datetime.now(dt.UTC).date()
 
 @pytest.fixture
 def runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    (tmp_path / "catalog.yaml").write_text("version: 1\nproducts: []\n", encoding="utf-8")
-    upgrade_database(db_url)
-    settings = Settings(
-        database_url=db_url,
-        catalog=tmp_path / "catalog.yaml",
+    rt = make_runtime(
+        db_url,
+        tmp_path,
         connections={"stripe": StripeSettings(type="stripe", webhook_secret=SecretStr(SECRET))},
-        streams=[],
-        destinations=[],
         payments=PaymentSettings(stripe="stripe"),
     )
-    rt = Runtime(settings)
-    with rt.transaction() as session:
-        session.add(
-            CanonicalRecord(
-                id="cus_a",
-                entity="customer",
-                data={"name": "A", "currency": "USD", "stripe_customer_id": "cus_STRIPE_A"},
-                payload_hash="x",
-            )
-        )
-        session.add(
-            Invoice(
-                id="inv_1",
-                customer_id="cus_a",
-                series="INV",
-                number="INV-000001",
-                status="open",
-                currency="USD",
-                issue_date=TODAY,
-                due_date=TODAY + dt.timedelta(days=30),
-                subtotal=Decimal("10.99"),
-                tax_total=Decimal("0"),
-                total=Decimal("10.99"),
-            )
-        )
+    add_rows(
+        rt,
+        customer_row("cus_a", name="A", currency="USD", stripe_customer_id="cus_STRIPE_A"),
+        invoice_row(
+            "INV-000001",
+            "10.99",
+            invoice_id="inv_1",
+            customer_id="cus_a",
+            issue=TODAY,
+            due=TODAY + dt.timedelta(days=30),
+        ),
+    )
     yield rt
     rt.close()
 
