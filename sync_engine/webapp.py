@@ -32,9 +32,12 @@ def create_app(runtime: Runtime) -> FastAPI:
         body = await request.body()
         if len(body) > MAX_WEBHOOK_BYTES:
             return JSONResponse({"error": "payload too large"}, status_code=413)
-        answer = await run_in_threadpool(
-            handle_stripe_webhook, runtime, body, request.headers.get(SIGNATURE_HEADER)
-        )
+        try:
+            answer = await run_in_threadpool(
+                handle_stripe_webhook, runtime, body, request.headers.get(SIGNATURE_HEADER)
+            )
+        except LookupError as exc:  # no Stripe connection configured: say so, do not crash
+            return JSONResponse({"error": str(exc)}, status_code=503)
         key = "received" if answer.status < 400 else "error"
         return JSONResponse({key: answer.message}, status_code=answer.status)
 

@@ -191,3 +191,12 @@ def test_an_unknown_customer_is_parked_for_support_not_retried(client: TestClien
         letter = session.scalars(select(DeadLetter)).one()
         assert "cus_STRANGER" in letter.error and letter.stream == "webhook:stripe"
     assert state(runtime) == ("open", 0, 1)
+
+
+def test_without_a_stripe_connection_the_endpoint_says_so(db_url: str, tmp_path: Path) -> None:
+    runtime = make_runtime(db_url, tmp_path)
+    try:
+        answer = TestClient(create_app(runtime)).post("/webhooks/stripe", content=b"{}")
+        assert answer.status_code == 503 and "payments.stripe" in answer.text
+    finally:
+        runtime.close()
