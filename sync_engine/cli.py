@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
+_T = TypeVar("_T")
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from decimal import Decimal
+
+    from sqlalchemy.orm import Session
 
     from sync_engine.runtime import Runtime
     from sync_engine.support import LetterFilter
@@ -619,6 +624,16 @@ def _amount(text: str) -> Decimal:
     return value
 
 
+def _read(config: Path, query: Callable[[Session], _T]) -> _T:
+    """Run one read-only ``query`` on the state store of ``config`` (closed whatever happens)."""
+    runtime = _runtime(config)
+    try:
+        with runtime.sessions() as session:
+            return query(session)
+    finally:
+        runtime.close()
+
+
 def _echo_json(data: object) -> None:
     import json
 
@@ -673,10 +688,7 @@ def payments_unmatched(as_json: bool = typer.Option(False, "--json"), config: Pa
     """The review queue: statement lines no invoice was found for, with their candidates."""
     from sync_engine.reconcile import review_queue
 
-    runtime = _runtime(config)
-    with runtime.sessions() as session:
-        queue = review_queue(session)
-    runtime.close()
+    queue = _read(config, review_queue)
     if as_json:
         _echo_json(queue)
         return
@@ -1004,10 +1016,7 @@ def reminders_list(as_json: bool = typer.Option(False, "--json"), config: Path =
     """Invoices with reminders: their dunning level and every reminder sent, failed or pending."""
     from sync_engine.dunning import dunning_overview
 
-    runtime = _runtime(config)
-    with runtime.sessions() as session:
-        overview = dunning_overview(session)
-    runtime.close()
+    overview = _read(config, dunning_overview)
     if as_json:
         _echo_json(overview)
         return
