@@ -54,6 +54,12 @@ class Customer(CanonicalModel):
     sepa_mandate_signed_on: dt.date | None = None
     #: The dunning schedule this customer follows (billsync.yaml ``dunning.groups``).
     dunning_group: str | None = None
+    #: How invoices reach the customer: ``email`` (the default when there is an address) or ``post``
+    #: (listed for printing).
+    invoice_delivery: Literal["email", "post"] | None = None
+    #: The language of invoice e-mails (BCP 47: ``de``, ``fr-CA``); a value that is not a language tag
+    #: falls back to ``delivery.default_language`` rather than holding up the customer's invoices.
+    language: Annotated[str, StringConstraints(max_length=35)] | None = None
 
     _currency = field_validator("currency")(_known_currency)
 

@@ -171,11 +171,12 @@ def sync(
     config: Path = ConfigOption,
     as_of: str | None = typer.Option(None, help="billing date YYYY-MM-DD (default: today, UTC)"),
     step: list[str] = typer.Option(
-        ["pull", "bill", "collect", "push"], help="steps to run: pull, bill, collect, push"
+        ["pull", "bill", "deliver", "collect", "push"],
+        help="steps to run: pull, bill, deliver, collect, push",
     ),
 ) -> None:
-    """Run one cycle now: pull every stream, run billing, collect (payments from QuickBooks, overdue
-    invoices, reminders), push to every destination."""
+    """Run one cycle now: pull every stream, run billing, deliver new invoices to customers, collect
+    (payments from QuickBooks, overdue invoices, reminders), push to every destination."""
     import datetime as dt
 
     from rich.console import Console
@@ -206,6 +207,11 @@ def sync(
         )
     if result.bill:
         console.print(f"bill: {result.bill.invoices_created} invoices, {result.bill.problems} problems")
+    if result.delivery:
+        d = result.delivery
+        console.print(
+            f"deliver: {d.delivered} delivered, {d.failed} failed, {d.retrying} to retry, {d.for_print} to print"
+        )
     for push in result.pushes:
         console.print(
             f"push {push.destination}: sent {push.sent}, adopted {push.adopted}, deferred {push.deferred}, "
@@ -509,6 +515,7 @@ def status(as_json: bool = typer.Option(False, "--json"), config: Path = ConfigO
     typer.echo(f"failing: {', '.join(report['failing']) or 'none'}")
     typer.echo(f"outbox: {report['outbox'] or 'empty'}")
     typer.echo(f"open dead letters: {report['dead_letters'] or 'none'}")
+    typer.echo(f"invoice deliveries: {report['invoice_deliveries'] or 'none'}")
     typer.echo(f"next runs: {report['next_runs'] or 'no schedules'}")
 
 
@@ -586,6 +593,98 @@ def invoices_pdf(
         typer.echo(f"billsync: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(str(path))
+
+
+@invoices_app.command("deliver")
+def invoices_deliver(config: Path = ConfigOption) -> None:
+    """Send the invoices owed to customers now (retries included); list the ones to post."""
+    from sync_engine.delivery import run_deliveries
+
+    runtime = _runtime(config)
+    try:
+        result = run_deliveries(runtime)
+    finally:
+        runtime.close()
+    if result.note:
+        typer.echo(result.note)
+    typer.echo(
+        f"{result.delivered} delivered, {result.failed} failed, {result.retrying} to retry, "
+        f"{result.for_print} to print"
+    )
+    for path in result.print_files:
+        typer.echo(f"  print file: {path}")
+    for line in result.errors:
+        typer.echo(f"  {line}")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@invoices_app.command("deliveries")
+def invoices_deliveries(
+    number: str, as_json: bool = typer.Option(False, "--json"), config: Path = ConfigOption
+) -> None:
+    """Every attempt to deliver invoice NUMBER: when, to whom, channel, Message-ID, outcome, who asked."""
+    from sync_engine.delivery import DeliveryError, delivery_history
+
+    try:
+        history = _read(config, lambda session: delivery_history(session, number))
+    except DeliveryError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        _echo_json(history)
+        return
+    typer.echo(
+        f"{history['number']}: {history['status']}, delivery {history['delivery_status'] or 'not queued'}"
+    )
+    if not history["deliveries"]:
+        typer.echo("  no delivery attempt yet")
+    for row in history["deliveries"]:
+        who = f" (asked by {row['requested_by']})" if row["requested_by"] else ""
+        target = row["print_file"] if row["channel"] == "post" else row["message_id"]
+        error = f": {row['error']}" if row["error"] else ""
+        typer.echo(
+            f"  {row['at']} {row['channel']} {row['purpose']} to {row['to'] or '-'}: {row['status']}"
+            f"{who} [{target or '-'}]{error}"
+        )
+
+
+@invoices_app.command("resend")
+def invoices_resend(
+    number: str,
+    to: str | None = typer.Option(None, "--to", help="send to this address instead of the customer's"),
+    by: str | None = ByOption,
+    config: Path = ConfigOption,
+) -> None:
+    """Send invoice NUMBER again now (recorded with who asked); exit 1 if the server refuses it."""
+    from sync_engine.delivery import DeliveryError, resend_invoice
+
+    runtime = _runtime(config)
+    try:
+        sent = resend_invoice(runtime, number, requested_by=_who(by), to=to)
+    except DeliveryError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        runtime.close()
+    typer.echo(f"{number} resent to {', '.join(sent['to'])} ({sent['message_id']})")
+
+
+@invoices_app.command("print-list")
+def invoices_print_list(as_json: bool = typer.Option(False, "--json"), config: Path = ConfigOption) -> None:
+    """Invoices to print and post (customers without an e-mail address, or who asked for post)."""
+    from sync_engine.delivery import print_queue
+
+    rows = _read(config, print_queue)
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        typer.echo("nothing to print")
+    for row in rows:
+        typer.echo(
+            f"{row['number']} {row['address'] or row['customer_id']}: {row['reason']} -> {row['print_file'] or 'next run'}"
+        )
 
 
 payments_app = typer.Typer(

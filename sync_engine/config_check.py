@@ -56,8 +56,24 @@ def run_check(path: Path) -> int:
     except ConfigErrors as errors:
         _print_problems(console, path, errors)
         return EXIT_PROBLEMS
+    template_problems = _template_problems(settings)
+    for problem in template_problems:
+        console.print(Text(f"{path}: {problem}", style="red"))
+    if template_problems:
+        return EXIT_PROBLEMS
     console.print(Text(_summary(settings, path), style="green"))
     return 0
+
+
+def _template_problems(settings: Settings) -> list[str]:
+    """Mail templates rendered once for a sample invoice: a typo shows before a customer is due."""
+    from sync_engine.delivery import check_delivery_templates
+    from sync_engine.dunning import check_templates
+
+    problems = check_templates(settings) if settings.dunning.enabled and settings.mail else []
+    if settings.delivery.enabled and settings.mail:
+        problems += check_delivery_templates(settings)
+    return problems
 
 
 def load_or_exit(path: Path) -> Settings:

@@ -1,4 +1,5 @@
-"""One sync cycle: pull every enabled stream, run billing, push to every destination.
+"""One sync cycle: pull every enabled stream, run billing, deliver the new invoices to customers,
+collect payments, push to every destination.
 
 The daemon's schedules, ``billsync sync`` and the demo all call :func:`run_cycle`; progress is
 reported through a small callback interface so the CLI can draw bars and the daemon can log.
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from connectors.errors import RetryableError
+from sync_engine.delivery import DeliveryResult, run_deliveries
 from sync_engine.invoicing import BillResult, run_billing
 from sync_engine.pull import PullResult, pull_stream
 from sync_engine.push import PushResult, push_destination
@@ -43,6 +45,7 @@ class CycleResult:
     #: streams / destinations that hit a transient failure: left for the next run, the rest went on
     retry_later: dict[str, str] = field(default_factory=dict)
     receivables: ReceivablesResult | None = None
+    delivery: DeliveryResult | None = None
 
     @property
     def unfinished(self) -> bool:
@@ -65,7 +68,7 @@ def run_cycle(
     *,
     as_of: dt.date,
     progress: Progress | None = None,
-    steps: tuple[str, ...] = ("pull", "bill", "collect", "push"),
+    steps: tuple[str, ...] = ("pull", "bill", "deliver", "collect", "push"),
 ) -> CycleResult:
     progress = progress or NoProgress()
     result = CycleResult()
@@ -81,6 +84,9 @@ def run_cycle(
     if "bill" in steps:
         with runtime.lock("billing"), progress.task(f"bill as of {as_of.isoformat()}") as advance:
             result.bill = run_billing(runtime, as_of, advance)
+    if "deliver" in steps:
+        with progress.task("deliver invoices to customers"):
+            result.delivery = run_deliveries(runtime)
     if "collect" in steps:
         with progress.task("payments, overdue invoices, reminders"):
             result.receivables = run_receivables(runtime, as_of=as_of)

@@ -34,9 +34,10 @@ log = get_logger("billsync.daemon")
 STEPS = {
     "pull": ("pull",),
     "bill": ("bill",),
+    "deliver": ("deliver",),
     "collect": ("collect",),
     "push": ("push",),
-    "cycle": ("pull", "bill", "collect", "push"),
+    "cycle": ("pull", "bill", "deliver", "collect", "push"),
 }
 
 

@@ -27,6 +27,7 @@ from connectors.salesforce.sandbox import SalesforceSandbox
 from connectors.stripe.sandbox import StripeSandbox
 from sync_engine.cycle import CycleResult, Progress, run_cycle
 from sync_engine.demo_data import build_demo_company, resolve_placeholders
+from sync_engine.demo_delivery import refuse_undeliverable, summarise_delivery
 from sync_engine.demo_payments import (
     DEMO_BANK_IBAN,
     LATER_DAYS,
@@ -274,6 +275,7 @@ def run_demo(
             else f"whsec_{secret_tokens.token_hex(16)}"
         )
         sink = SmtpSink().start()
+        refuse_undeliverable(sf, sink)  # the demo's few bad addresses bounce, as on a real server
         config_path = write_workdir(
             workdir,
             sf,
@@ -321,7 +323,10 @@ def run_demo(
             payments_summary = summarise_payments(
                 runtime, qbo_connection="quickbooks", erp_connection="erp", workdir=workdir
             )
-            payments_summary["reminders_delivered_to_smtp"] = len(sink.messages)
+            payments_summary["reminders_delivered_to_smtp"] = sum(
+                1 for m in sink.messages if str(m.message["Message-ID"]).strip().startswith("<reminder.")
+            )
+            payments_summary.update(summarise_delivery(runtime, sink))
             payments_summary["as_of_after_payments"] = later.isoformat()
             if phase is not None:
                 payments_summary["payment_sources"] = {

@@ -41,6 +41,8 @@ from sync_engine.store.models import Binding, CanonicalRecord, Invoice
 DEMO_BANK_IBAN = "DE89370400440532013000"
 DEMO_USD_ACCOUNT = "US0000001234567890"
 SEPA_CREDITOR_ID = "DE98ZZZ09999999999"
+#: The domain of the demo's undeliverable billing addresses (RFC 2606: never a real domain).
+UNDELIVERABLE = ".invalid"
 LATER_DAYS = 35  # how far the demo moves on after the payments arrive
 
 
@@ -60,6 +62,12 @@ def payment_profile(n: int, currency: str, name: str, rng: random.Random) -> dic
 
     slug = "".join(ch for ch in name.lower() if ch.isalnum())[:20] or f"account{n}"
     profile: dict[str, Any] = {"Billing_Email__c": f"ap@{slug}.example.com", "Dunning_Group__c": "standard"}
+    if n % 40 == 17:  # an address whose domain does not exist: the mail server refuses it (5xx)
+        profile["Billing_Email__c"] = f"ap@{slug}{UNDELIVERABLE}"
+    elif n % 40 == 29:  # no billing e-mail: the invoice is printed and posted
+        del profile["Billing_Email__c"]
+    if currency == "EUR" and n % 3 != 2:
+        profile["Invoice_Language__c"] = "de" if n % 3 == 0 else "fr"
     roll = rng.random()
     if roll < 0.35:
         profile.update(Payment_Method__c="Card", Stripe_Customer_Id__c=f"cus_demo{n + 1:05d}")

@@ -37,7 +37,6 @@ alternative (autoescaped); see ``sync_engine/templates/dunning/README.md``.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -46,7 +45,6 @@ from email.utils import getaddresses
 from pathlib import Path
 from typing import Any, Final
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -55,12 +53,14 @@ from sqlalchemy.orm import Session
 from billing import Currency
 from sync_engine.invoice_docs import invoice_data, render_pdf
 from sync_engine.logging import get_logger
+from sync_engine.mail_templates import MailTemplateError, RenderedMail, environment, render_mail
 from sync_engine.mailer import (
     Attachment,
     Mailer,
     MailError,
     MailUnavailableError,
     PermanentMailError,
+    customer_addresses,
     mailbox,
     message_id,
 )
@@ -94,7 +94,7 @@ _TEMPLATE_OF_LEVEL: Final = {"reminded": "reminder", "final_notice": "final_noti
 NO_ADDRESS: Final = "no e-mail address"
 
 
-class DunningTemplateError(ValueError):
+class DunningTemplateError(MailTemplateError):
     """A reminder template cannot be found or rendered (the reminder stays pending)."""
 
 
@@ -114,42 +114,13 @@ class DunningResult:
     note: str | None = None
 
 
-@dataclass(frozen=True)
-class RenderedMail:
-    subject: str
-    text: str
-    html: str | None
-
-
 # --------------------------------------------------------------------------------------------
 # templates
 
 
-def _days(n: int) -> str:
-    n = abs(int(n))
-    return f"{n} day" if n == 1 else f"{n} days"
-
-
-_ENVIRONMENTS: dict[tuple[str, ...], SandboxedEnvironment] = {}
-
-
 def _environment(folders: tuple[str, ...]) -> SandboxedEnvironment:
-    """A sandboxed environment over ``folders`` (then the built-ins): ``.html`` is autoescaped."""
-    env = _ENVIRONMENTS.get(folders)
-    if env is None:
-        env = SandboxedEnvironment(
-            loader=FileSystemLoader([*folders, str(TEMPLATES_DIR)]),
-            autoescape=select_autoescape(
-                enabled_extensions=("html", "htm", "xml"), default_for_string=False, default=False
-            ),
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-        )
-        env.globals["days"] = _days
-        _ENVIRONMENTS[folders] = env
-    return env
+    """The admin's ``folders``, then the built-in reminder templates."""
+    return environment((*folders, str(TEMPLATES_DIR)))
 
 
 def _template_files(settings: Settings, template: str) -> tuple[SandboxedEnvironment, str, str | None]:
@@ -169,24 +140,9 @@ def render_reminder(settings: Settings, template: str, context: Mapping[str, Any
     """Subject, text and HTML of ``template`` (a built-in name or a path) for ``context``."""
     try:
         env, text_name, html_name = _template_files(settings, template)
-        rendered = env.get_template(text_name).render(context)
-        first, _, body = rendered.lstrip("\r\n").partition("\n")
-        if not first.lower().startswith("subject:"):
-            raise DunningTemplateError(
-                f"template {template!r}: the first line must be 'Subject: ...', got {first[:60]!r}"
-            )
-        subject = " ".join(first[len("subject:") :].split())
-        if not subject:
-            raise DunningTemplateError(f"template {template!r}: the subject is empty")
-        text = re.sub(r"\n{3,}", "\n\n", body.strip("\r\n")) + "\n"
-        html = None
-        if html_name is not None:
-            html = env.get_template(html_name).render({**context, "subject": subject})
-    except DunningTemplateError:
-        raise
-    except (TemplateError, OSError) as exc:
-        raise DunningTemplateError(f"template {template!r}: {type(exc).__name__}: {exc}") from exc
-    return RenderedMail(subject, text, html)
+    except OSError as exc:
+        raise DunningTemplateError(f"template {template!r}: {exc}") from exc
+    return render_mail(env, text_name, html_name, context, label=template, error=DunningTemplateError)
 
 
 def _display(value: Decimal, currency: Currency) -> str:
@@ -374,15 +330,6 @@ def _find_step(settings: Settings, customer: Mapping[str, Any] | None, name: str
     return None
 
 
-def _addresses(customer: Mapping[str, Any] | None) -> list[str]:
-    """Where reminders go: ``billing_email``, else ``email`` (either may list several)."""
-    data = customer or {}
-    raw = data.get("billing_email") or data.get("email")
-    values = [str(v) for v in raw] if isinstance(raw, list | tuple) else [str(raw or "")]
-    found = [address.strip() for _, address in getaddresses(values)]
-    return list(dict.fromkeys(a for a in found if "@" in a and not a.startswith("@")))
-
-
 def _plan(runtime: Runtime, invoice_id: str, as_of: dt.date, domain: str, result: DunningResult) -> None:
     """Record what is owed to one invoice: skipped earlier steps and the latest due one."""
     settings = runtime.settings
@@ -437,7 +384,7 @@ def _plan(runtime: Runtime, invoice_id: str, as_of: dt.date, domain: str, result
             )
             result.skipped += 1
             return
-        addresses = _addresses(customer)
+        addresses = customer_addresses(customer)
         if not addresses:
             add(latest, "failed", NO_ADDRESS)
             result.failed += 1

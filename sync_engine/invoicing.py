@@ -42,6 +42,7 @@ from billing import Invoice as BillingInvoice
 from billing import InvoiceLine as BillingLine
 from billing.model import INVOICE_STATUSES, InvoiceStatus
 from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
+from sync_engine.delivery import delivery_wanted, queue_delivery
 from sync_engine.invoice_status import STATUS_ENTITY
 from sync_engine.outbox import enqueue
 from sync_engine.payments import apply_credit
@@ -190,6 +191,7 @@ def run_billing(
     destinations = [d.name for d in runtime.settings.destinations if "invoice" in d.mappings]
     status_destinations = [d.name for d in runtime.settings.destinations if STATUS_ENTITY in d.mappings]
     prices = PriceBook.from_catalog(runtime.catalog())
+    deliver = delivery_wanted(runtime.settings)
     result = BillResult()
 
     with runtime.transaction() as session:
@@ -222,7 +224,10 @@ def run_billing(
                 for draft in chunk:
                     final = finalize(draft, series.format(next_number(session, series.name)))
                     finals.append(final)
-                    session.add(stored_invoice(final, series.name))
+                    stored = stored_invoice(final, series.name)
+                    session.add(stored)
+                    if deliver:  # the customer is owed the invoice from the moment it exists
+                        queue_delivery(session, stored)
                     for destination in destinations:
                         enqueue(
                             session,

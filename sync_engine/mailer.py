@@ -27,13 +27,14 @@ import hashlib
 import re
 import smtplib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, getaddresses, parseaddr
 from types import TracebackType
+from typing import Any
 
 from sync_engine.logging import add_secret, get_logger
 from sync_engine.settings import MailSettings
@@ -45,7 +46,9 @@ __all__ = [
     "Mailer",
     "PermanentMailError",
     "TemporaryMailError",
+    "customer_addresses",
     "message_id",
+    "valid_address",
 ]
 
 log = get_logger("billsync.mailer")
@@ -396,3 +399,25 @@ def mailbox(name: str | None, address: str) -> str:
         return str(Address(display_name=" ".join(name.split()), addr_spec=address))
     except (ValueError, IndexError):
         return address
+
+
+_ADDRESS = re.compile(
+    r"^[^@\s<>()\[\],;:\"\\]+@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}$", re.UNICODE
+)
+
+
+def valid_address(address: str) -> bool:
+    """A plausible ``local@domain.tld`` (what can be checked before asking the server)."""
+    return bool(_ADDRESS.match(address)) and len(address) <= 254 and ".." not in address
+
+
+def customer_addresses(customer: Mapping[str, Any] | None) -> list[str]:
+    """Where invoices and reminders go: ``billing_email``, else ``email`` (either may list several,
+    separated by commas or semicolons). Every entry that has an ``@`` is kept, valid or not, so a
+    broken address is reported rather than silently dropped."""
+    data = customer or {}
+    raw = data.get("billing_email") or data.get("email")
+    values = [str(v) for v in raw] if isinstance(raw, list | tuple) else [str(raw or "")]
+    values = [value.replace(";", ",") for value in values]
+    found = [address.strip() for _, address in getaddresses(values)]
+    return list(dict.fromkeys(a for a in found if "@" in a and not a.startswith("@")))

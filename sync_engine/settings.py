@@ -137,7 +137,7 @@ class ScheduleSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    job: Literal["pull", "bill", "collect", "push", "cycle"]
+    job: Literal["pull", "bill", "deliver", "collect", "push", "cycle"]
     cron: str | None = None
     every_minutes: int | None = Field(default=None, ge=1)
     misfire_grace_seconds: int = Field(default=300, ge=1)
@@ -260,6 +260,32 @@ class DunningSettings(BaseModel):
         return self
 
 
+class DeliverySettings(BaseModel):
+    """Sending each finalised invoice to the customer (``delivery:`` in billsync.yaml).
+
+    Invoices are queued at finalisation when ``enabled`` and ``mail`` is configured. ``reply_to``
+    and ``bcc`` name the finance mailbox (they replace ``mail.reply_to`` / add to ``mail.bcc`` for
+    invoices). ``templates``: a folder searched before the built-in templates (see
+    ``sync_engine/templates/delivery/README.md``). A temporary SMTP failure is retried after
+    ``retry_seconds``, doubling up to ``retry_max_seconds``, ``max_attempts`` times in all; a run
+    waits for retries due within ``wait_seconds`` before it leaves them to the next run.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    reply_to: str | None = None
+    bcc: list[str] = Field(default_factory=list)
+    templates: str | None = None
+    default_language: str = Field(default="en", pattern=r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
+    #: Where the merged PDF of the invoices to print and post is written (relative: to billsync.yaml).
+    print_folder: str = "print"
+    retry_seconds: float = Field(default=30.0, gt=0, le=86400)
+    retry_max_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    wait_seconds: float = Field(default=60.0, ge=0, le=3600)
+
+
 class BankAccountSettings(BaseModel):
     """The seller's bank account: statements of it are imported, SEPA collections credit it."""
 
@@ -332,6 +358,7 @@ class Settings(BaseModel):
     payments: PaymentSettings = Field(default_factory=PaymentSettings)
     mail: MailSettings | None = None
     dunning: DunningSettings = Field(default_factory=DunningSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)

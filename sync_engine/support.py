@@ -15,12 +15,14 @@ from sqlalchemy import func, select, update
 
 from connectors.salesforce.client import SalesforceConnector
 from mappings.spec import MappingSpec
+from sync_engine.delivery import STREAM as DELIVERY_STREAM
+from sync_engine.delivery import requeue_deliveries, run_deliveries
 from sync_engine.invoicing import BILLING_STREAM, run_billing
 from sync_engine.pull import PullResult, pull_stream, query_fields
 from sync_engine.push import push_destination
 from sync_engine.runtime import Runtime
 from sync_engine.settings import StreamSettings
-from sync_engine.store.models import DeadLetter, OutboxItem, SyncRun, utcnow
+from sync_engine.store.models import DeadLetter, Invoice, OutboxItem, SyncRun, utcnow
 
 PUSH_PREFIX = "push:"
 
@@ -123,6 +125,10 @@ def replay_letters(runtime: Runtime, where: LetterFilter, requested_by: str, as_
             )
         elif name == BILLING_STREAM:
             run_billing(runtime, as_of)
+        elif name == DELIVERY_STREAM:  # the address was fixed (or the server): send again
+            with runtime.transaction() as session:
+                requeue_deliveries(session, [str(d.payload.get("invoice_id")) for d in group])
+            run_deliveries(runtime)
         elif name.startswith(PUSH_PREFIX):
             with runtime.transaction() as session:
                 for letter in group:
@@ -303,6 +309,14 @@ def status(runtime: Runtime, now: dt.datetime | None = None) -> dict[str, Any]:
                 .group_by(DeadLetter.stream)
             ).all()
         )
+        # where invoices stand with their customers: pending, delivered, failed, print
+        deliveries = dict(
+            session.execute(
+                select(Invoice.delivery_status, func.count())
+                .where(Invoice.delivery_status.is_not(None))
+                .group_by(Invoice.delivery_status)
+            ).all()
+        )
     failures = {name: run for name, run in last_runs.items() if run["status"] in ("failed", "stopped")}
     next_runs = {
         schedule.name: (
@@ -315,5 +329,6 @@ def status(runtime: Runtime, now: dt.datetime | None = None) -> dict[str, Any]:
         "failing": sorted(failures),
         "outbox": outbox,
         "dead_letters": letters,
+        "invoice_deliveries": deliveries,
         "next_runs": next_runs,
     }

@@ -153,6 +153,8 @@ CUSTOM_FIELDS: dict[str, dict[str, str]] = {
         "SEPA_Mandate_Id__c": "string",
         "SEPA_Mandate_Date__c": "date",
         "Dunning_Group__c": "string",
+        "Invoice_Delivery__c": "picklist",
+        "Invoice_Language__c": "string",
     },
     "Order": dict(_PAYMENT_STATUS_FIELDS),
 }
@@ -166,6 +168,7 @@ FIELD_LENGTHS: dict[tuple[str, str], int] = {
     ("Account", "BIC__c"): 11,
     ("Account", "SEPA_Mandate_Id__c"): 35,
     ("Account", "Dunning_Group__c"): 80,
+    ("Account", "Invoice_Language__c"): 10,
 }
 
 #: Fields defined as "External ID" (unique): the only ones an upsert may match on.
@@ -186,6 +189,7 @@ PICKLIST_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     ("Account", "Payment_Status__c"): PAYMENT_STATUS_VALUES,
     ("Order", "Payment_Status__c"): PAYMENT_STATUS_VALUES,
     ("Account", "Payment_Method__c"): PAYMENT_METHOD_VALUES,
+    ("Account", "Invoice_Delivery__c"): ("Email", "Post"),
 }
 
 #: Suffix of fields and relationships an org defines itself; they cannot be checked offline.

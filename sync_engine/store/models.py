@@ -146,6 +146,8 @@ class OutboxItem(Base):
     #: canonical record as sent, so an unknown outcome is looked up by what was really sent.
     sent_match_key: Mapped[str | None] = mapped_column(String(255))
     sent_hash: Mapped[str | None] = mapped_column(String(64))
+    #: Not retried before this moment (backoff after a temporary failure); None: at once.
+    not_before: Mapped[dt.datetime | None]
 
 
 class Invoice(Base):
@@ -178,6 +180,9 @@ class Invoice(Base):
     #: Where dunning stands: none | reminded | final_notice | suspended (escalation, never back
     #: down except to ``none`` when the invoice is paid).
     dunning_level: Mapped[str] = mapped_column(String(20), default="none", server_default="none")
+    #: Where sending it to the customer stands: None (not queued) | pending | delivered | failed |
+    #: print (listed for printing and posting).
+    delivery_status: Mapped[str | None] = mapped_column(String(20))
 
     lines: Mapped[list[InvoiceLine]] = relationship(
         back_populates="invoice", cascade="all, delete-orphan", order_by="InvoiceLine.position"
@@ -380,6 +385,30 @@ class Reminder(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class InvoiceDelivery(Base):
+    """One attempt to get an invoice to its customer, and how it ended: the proof support shows.
+
+    ``channel``: email | post. ``status``: sent | failed (for good) | retrying (a temporary
+    failure, tried again later) | print (listed in the merged PDF ``print_file`` for posting).
+    ``requested_by``: None for the automatic delivery, else who asked for the resend.
+    """
+
+    __tablename__ = "invoice_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    purpose: Mapped[str] = mapped_column(String(20))  # initial | resend
+    status: Mapped[str] = mapped_column(String(20))
+    to_address: Mapped[str | None] = mapped_column(String(320))
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    requested_by: Mapped[str | None] = mapped_column(String(120))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    error: Mapped[str | None] = mapped_column(Text)
+    print_file: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pypdf import PdfReader
 
 pytestmark = pytest.mark.integration
 BILLSYNC = Path(sys.executable).parent / "billsync"
@@ -44,6 +45,19 @@ def test_demo_pushes_every_invoice_once_and_a_second_run_pushes_nothing(tmp_path
     assert first["invoices_paid"] > 0 and first["invoices_partially_paid"] > 0
     assert first["invoices_overdue"] > 0 and first["reminders_sent"] > 0
     assert first["reminders_delivered_to_smtp"] == first["reminders_sent"]
+    # every invoice e-mailed once, except to the addresses that bounce (dead letters) or are missing
+    # (printed); the bad and missing ones are counted from the customer records, not from delivery
+    assert first["invoices_finalised"] == first["invoices_created"]
+    bad, missing = first["invoices_with_bad_address"], first["invoices_without_address"]
+    assert bad > 0 and missing > 0
+    assert first["invoices_delivered"] == first["invoices_finalised"] - bad - missing
+    assert first["deliveries_failed"] == bad
+    assert first["invoices_to_print"] == missing
+    assert first["invoice_mails_received"] == first["invoices_delivered"]
+    assert first["duplicate_invoice_mails"] == 0
+    assert first["dead_letters"] == 2 + bad  # the two accounts broken on purpose, and the bounces
+    (print_file,) = first["print_files"]
+    assert len(PdfReader(print_file).pages) >= missing
     assert first["statement_lines_unmatched"] == 3  # the demo's unknown payers
     assert first["webhooks_refused"] == 2  # a forged event and an exact replay
     paid = first["invoices_paid"]
@@ -74,6 +88,10 @@ def test_demo_pushes_every_invoice_once_and_a_second_run_pushes_nothing(tmp_path
     for key in ("payments_recorded", "invoices_paid", "reminders_sent", "statement_lines_unmatched"):
         assert second[key] == first[key], key
     assert second["paid_status_in_quickbooks"] == first["paid_status_in_quickbooks"]
+    # nothing delivered or printed twice
+    assert second["invoice_mails_received"] == 0
+    assert second["invoices_delivered"] == first["invoices_delivered"]
+    assert second["print_files"] == first["print_files"]
 
 
 def test_demo_with_faults_still_delivers_every_invoice_once_to_both_systems(tmp_path: Path) -> None:
@@ -88,7 +106,10 @@ def test_demo_with_faults_still_delivers_every_invoice_once_to_both_systems(tmp_
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["invoices_in_quickbooks"] == summary["invoices_in_erp"] == summary["invoices_created"] > 0
     assert summary["duplicate_invoices_in_quickbooks"] == summary["duplicate_invoices_in_erp"] == 0
-    assert summary["dead_letters"] == 2  # the two accounts the demo data makes invalid on purpose
+    # the two accounts the demo data makes invalid on purpose, and the invoices whose address bounces
+    assert summary["dead_letters"] == 2 + summary["deliveries_failed"]
+    assert summary["deliveries_failed"] == summary["invoices_with_bad_address"] > 0
+    assert summary["invoice_mails_received"] == summary["invoices_delivered"]
     assert sum(sum(kinds.values()) for kinds in summary["faults_injected"].values()) > 0
     # payments too: each paid invoice is paid once in every system, however often calls failed
     paid = summary["invoices_paid"]

@@ -41,6 +41,8 @@ PROFILE_FIELDS = (
     "SEPA_Mandate_Id__c",
     "SEPA_Mandate_Date__c",
     "Dunning_Group__c",
+    "Invoice_Delivery__c",
+    "Invoice_Language__c",
 )
 
 
@@ -147,6 +149,8 @@ def test_describe_shows_the_payment_fields_with_their_types_and_picklists(
         "SEPA_Mandate_Id__c": "string",
         "SEPA_Mandate_Date__c": "date",
         "Dunning_Group__c": "string",
+        "Invoice_Delivery__c": "picklist",
+        "Invoice_Language__c": "string",
     }
     assert {name: order[name]["type"] for name in STATUS_FIELDS} == {
         name: account[name]["type"] for name in STATUS_FIELDS
@@ -158,6 +162,7 @@ def test_describe_shows_the_payment_fields_with_their_types_and_picklists(
     assert {"Open", "Partially Paid", "Paid", "Overdue"} <= set(PAYMENT_STATUS_VALUES)
     assert [v["value"] for v in account["Payment_Method__c"]["picklistValues"]] == list(PAYMENT_METHOD_VALUES)
     assert (account["IBAN__c"]["length"], account["BIC__c"]["length"]) == (34, 11)
+    assert [v["value"] for v in account["Invoice_Delivery__c"]["picklistValues"]] == ["Email", "Post"]
     assert account["Name"]["picklistValues"] == [] and not account["Name"]["restrictedPicklist"]
 
 

@@ -1,0 +1,73 @@
+"""The demo's invoice delivery: which addresses the local mail server refuses, and what arrived.
+
+The demo data gives a few accounts an address in the ``.invalid`` domain (RFC 2606: it never
+exists) and a few none at all. The SMTP sink refuses the former with 550, as a real server would
+for a domain without mail exchangers; the latter are printed. The summary counts both from the
+customer records, independently of what delivery recorded, so the two can be checked against
+each other.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import select
+
+from connectors.salesforce.sandbox import SalesforceSandbox
+from sync_engine.demo_payments import UNDELIVERABLE
+from sync_engine.mailer import customer_addresses
+from sync_engine.runtime import Runtime
+from sync_engine.smtp_sink import SmtpSink
+from sync_engine.store.models import CanonicalRecord, Invoice, InvoiceDelivery
+
+__all__ = ["refuse_undeliverable", "summarise_delivery"]
+
+
+def refuse_undeliverable(sandbox: SalesforceSandbox, sink: SmtpSink) -> int:
+    """Make ``sink`` refuse every billing address of the CRM in the undeliverable domain."""
+    refused = 0
+    for account in sandbox.records("Account"):
+        address = str(account.get("Billing_Email__c") or "")
+        if address.endswith(UNDELIVERABLE):
+            sink.fail(address, 550, f"5.1.2 <{address}>: Recipient address rejected: Domain not found")
+            refused += 1
+    return refused
+
+
+def summarise_delivery(runtime: Runtime, sink: SmtpSink) -> dict[str, Any]:
+    """Delivery as recorded, the addresses as the customer records have them, mail as received."""
+    with runtime.sessions() as session:
+        invoices = list(
+            session.execute(
+                select(Invoice.customer_id, Invoice.delivery_status).where(Invoice.number.is_not(None))
+            )
+        )
+        customers = {
+            record.id: customer_addresses(record.data)
+            for record in session.scalars(select(CanonicalRecord).where(CanonicalRecord.entity == "customer"))
+        }
+        print_files = sorted({f for f in session.scalars(select(InvoiceDelivery.print_file)) if f})
+    statuses = Counter(status for _, status in invoices)
+    missing = sum(1 for customer, _ in invoices if not customers.get(customer))
+    bad = sum(
+        1
+        for customer, _ in invoices
+        if customers.get(customer) and all(a.endswith(UNDELIVERABLE) for a in customers[customer])
+    )
+    mails = [
+        str(m.message["Message-ID"]).strip()
+        for m in sink.messages
+        if str(m.message["Message-ID"]).strip().startswith("<invoice.")
+    ]
+    return {
+        "invoices_finalised": len(invoices),
+        "invoices_delivered": statuses.get("delivered", 0),
+        "deliveries_failed": statuses.get("failed", 0),
+        "invoices_to_print": statuses.get("print", 0),
+        "invoices_with_bad_address": bad,
+        "invoices_without_address": missing,
+        "invoice_mails_received": len(set(mails)),
+        "duplicate_invoice_mails": len(mails) - len(set(mails)),
+        "print_files": print_files,
+    }
