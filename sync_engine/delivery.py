@@ -11,6 +11,9 @@ How an invoice travels:
   otherwise *email* by SMTP with the PDF attached, a subject and body from the template of the
   customer's language (and of the seller, see ``templates/delivery/README.md``), reply-to and Bcc of
   the finance mailbox (``delivery.reply_to``/``bcc``).
+- **One sender at a time.** A run holds a lock every billsync process on the state store sees
+  (:func:`sync_engine.store.process_lock.process_lock`); a daemon and a support engineer's command
+  never send the same invoice at the same moment.
 - **Exactly once per invoice and channel.** The outbox row is claimed (``unknown``, attempt counted)
   in a committed transaction before the mail is handed to SMTP and closed (``sent``) after the server
   accepted it. The Message-ID is fixed per invoice (``<invoice.<id>@domain>``, the id reminders refer
@@ -67,6 +70,7 @@ from sync_engine.payments import amount_due
 from sync_engine.runtime import Runtime
 from sync_engine.settings import MailSettings, Settings
 from sync_engine.store.models import CanonicalRecord, Invoice, InvoiceDelivery, OutboxItem, utcnow
+from sync_engine.store.process_lock import process_lock
 
 __all__ = [
     "DESTINATION",
@@ -209,10 +213,12 @@ def _find_template(settings: Settings, kind: str, language: str | None) -> tuple
     names = [f"{kind}.{lang}" for lang in _languages(language, settings.delivery.default_language)]
     names.append(kind)
     for folder in _template_folders(settings):
+        # language tags are case-insensitive: invoice.de-CH.txt serves de-ch
+        files = {p.name.lower(): p.name for p in folder.iterdir() if p.is_file()} if folder.is_dir() else {}
         for name in names:
-            if (folder / f"{name}.txt").is_file():
-                html = folder / f"{name}.html"
-                return folder, f"{name}.txt", html.name if html.is_file() else None
+            text = files.get(f"{name}.txt")
+            if text is not None:
+                return folder, text, files.get(f"{name}.html")
     raise MailTemplateError(
         f"no template {kind}.txt in {', '.join(str(f) for f in _template_folders(settings))}"
     )
@@ -351,7 +357,11 @@ def run_deliveries(
         return result
     if mailer is None and settings.mail is not None:
         mailer = Mailer(invoice_mail_settings(settings))
-    with runtime.lock("delivery"):
+    with runtime.lock("delivery"), process_lock(runtime.engine, "delivery") as taken:
+        if not taken:
+            result.note = "another billsync process is delivering invoices now; nothing done"
+            log.info(result.note)
+            return result
         if mailer is None:
             result.note = "no mail settings (mail: in billsync.yaml): only invoices to post are handled"
             _drain(runtime, None, result, sleep)
@@ -385,12 +395,11 @@ def _due_rows(session: Session, now: dt.datetime) -> list[int]:
     )
 
 
-def _next_due(session: Session) -> dt.datetime | None:
+def _next_due(session: Session, row_ids: set[int]) -> dt.datetime | None:
+    """When the earliest of ``row_ids`` (retried in this pass) is due again."""
     return session.scalar(
         select(func.min(OutboxItem.not_before)).where(
-            OutboxItem.destination == DESTINATION,
-            OutboxItem.entity == ENTITY,
-            OutboxItem.status.in_(OPEN_STATUSES),
+            OutboxItem.id.in_(row_ids), OutboxItem.status.in_(OPEN_STATUSES)
         )
     )
 
@@ -400,21 +409,23 @@ def _drain(
 ) -> None:
     """Send what is due; wait for retries due within ``wait_seconds``; leave the rest for later."""
     wait = runtime.settings.delivery.wait_seconds
-    retried: set[int] = set()
+    down = None if mailer is not None else "no mail settings (mail: in billsync.yaml)"
     while True:
+        retried: set[int] = set()
         with runtime.sessions() as session:
             rows = _due_rows(session, utcnow())
         for row_id in rows:
             runtime.checkpoint()  # a stop request ends the run here, between invoices
-            outcome = _deliver_row(runtime, mailer, row_id, result)
+            outcome = _deliver_row(runtime, None if down else mailer, row_id, result, down)
             if outcome == "retry":
                 retried.add(row_id)
-            elif outcome == "unavailable":
-                result.errors.append("the mail server is unavailable: the rest waits for the next run")
-                _count_waiting(runtime, result)
-                return
+            elif outcome == "unavailable":  # e-mails wait for the next run; posting goes on
+                down = "the mail server is unavailable"
+                result.errors.append(f"{down}: the e-mails wait for the next run")
+        if not retried or down:
+            break
         with runtime.sessions() as session:
-            upcoming = _next_due(session)
+            upcoming = _next_due(session, retried)
         if upcoming is None:
             break
         delay = (upcoming - utcnow()).total_seconds()
@@ -440,8 +451,11 @@ def _count_waiting(runtime: Runtime, result: DeliveryResult) -> None:
         )
 
 
-def _deliver_row(runtime: Runtime, mailer: Mailer | None, row_id: int, result: DeliveryResult) -> str:
-    """Deliver one owed invoice; returns ``done``, ``retry`` or ``unavailable`` (stop the batch)."""
+def _deliver_row(
+    runtime: Runtime, mailer: Mailer | None, row_id: int, result: DeliveryResult, down: str | None = None
+) -> str:
+    """Deliver one owed invoice; returns ``done``, ``retry``, ``waiting`` (no mail now: ``down``
+    says why) or ``unavailable`` (the server cannot be reached: no e-mail goes in this run)."""
     settings = runtime.settings
     with runtime.transaction() as session:
         row = session.get(OutboxItem, row_id, with_for_update=True)
@@ -451,6 +465,8 @@ def _deliver_row(runtime: Runtime, mailer: Mailer | None, row_id: int, result: D
         if invoice is None or invoice.status in _NOT_SENT or invoice.number is None:
             row.status, row.done_at = "cancelled", utcnow()
             row.last_error = f"invoice is {invoice.status if invoice else 'gone'}: not delivered"
+            if invoice is not None:
+                invoice.delivery_status = None  # nothing is owed any more
             result.cancelled += 1
             return "done"
         customer = _customer(session, invoice.customer_id)
@@ -470,6 +486,7 @@ def _deliver_row(runtime: Runtime, mailer: Mailer | None, row_id: int, result: D
                     error=None if addresses else "no e-mail address",
                 )
             )
+            row.attempts += 1
             row.status, row.done_at, row.last_error = "sent", utcnow(), None
             invoice.delivery_status = "print"
             result.for_print += 1
@@ -490,8 +507,8 @@ def _deliver_row(runtime: Runtime, mailer: Mailer | None, row_id: int, result: D
         if bad:
             log.warning("invalid address left out", invoice=invoice.number, address=", ".join(bad))
         if mailer is None:
-            row.last_error = "no mail settings (mail: in billsync.yaml)"
-            return "done"
+            row.last_error = down or "no mail settings (mail: in billsync.yaml)"
+            return "waiting"
         to = ", ".join(good)
         if len(to) > 255:
             to = good[0]
@@ -840,6 +857,19 @@ def resend_invoice(
             stored = session.get(Invoice, invoice_id)
             assert stored is not None
             stored.delivery_status = "delivered"
+            for row in session.scalars(  # the automatic delivery still owed is done: not twice
+                select(OutboxItem).where(
+                    OutboxItem.destination == DESTINATION,
+                    OutboxItem.entity == ENTITY,
+                    OutboxItem.canonical_id == invoice_id,
+                    OutboxItem.status.in_(OPEN_STATUSES),
+                )
+            ):
+                row.status, row.done_at, row.last_error = (
+                    "sent",
+                    utcnow(),
+                    f"delivered by a resend ({msg_id})",
+                )
             resolve_dead_letters(session, stream=STREAM, entity="invoice", external_ids=[number])
     log.info("invoice resent", invoice=number, requested_by=requested_by, ok=error is None)
     if error is not None:

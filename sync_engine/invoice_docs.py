@@ -273,8 +273,12 @@ def _no_fetching() -> Any:
     return URLFetcher(allowed_protocols=(), fail_on_errors=False)
 
 
-def render_pdf(data: Mapping[str, Any]) -> bytes:
-    """The invoice page as a PDF (WeasyPrint; raises ``PdfUnavailableError`` without Pango)."""
+def render_pdf(data: Mapping[str, Any], *, variant: str | None = None) -> bytes:
+    """The invoice page as a PDF (WeasyPrint; raises ``PdfUnavailableError`` without Pango).
+
+    ``variant``: a PDF/A or PDF/UA flavour WeasyPrint knows (``pdf/a-3b`` is what Factur-X needs:
+    fonts embedded, XMP metadata, an output intent).
+    """
     try:
         from weasyprint import HTML
     except OSError as exc:  # the Python package is there, the system libraries are not
@@ -282,6 +286,7 @@ def render_pdf(data: Mapping[str, Any]) -> bytes:
             f"PDF rendering needs Pango (Debian/Ubuntu: apt-get install libpango-1.0-0 "
             f"libpangoft2-1.0-0): {exc}"
         ) from exc
-    pdf = HTML(string=render_html(data), url_fetcher=_no_fetching()).write_pdf()
+    options: dict[str, Any] = {"pdf_variant": variant} if variant else {}
+    pdf = HTML(string=render_html(data), url_fetcher=_no_fetching()).write_pdf(**options)
     assert isinstance(pdf, bytes)
     return pdf

@@ -418,6 +418,34 @@ def customer_addresses(customer: Mapping[str, Any] | None) -> list[str]:
     data = customer or {}
     raw = data.get("billing_email") or data.get("email")
     values = [str(v) for v in raw] if isinstance(raw, list | tuple) else [str(raw or "")]
-    values = [value.replace(";", ",") for value in values]
-    found = [address.strip() for _, address in getaddresses(values)]
-    return list(dict.fromkeys(a for a in found if "@" in a and not a.startswith("@")))
+    found: list[str] = []
+    for value in values:
+        for part in _split_addresses(value):
+            name, address = parseaddr(part)
+            # the parser turns a broken address (ap@@x) into pieces: keep what was written instead
+            if not address or address.count("@") != part.count("@") - name.count("@"):
+                address = part.strip().strip("<>").strip()
+            if "@" in address:
+                found.append(address.strip())
+    return list(dict.fromkeys(found))
+
+
+def _split_addresses(value: str) -> list[str]:
+    """Split a header-like list on commas and semicolons outside quotes and angle brackets."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = angle = False
+    for char in value:
+        if char == '"':
+            quoted = not quoted
+        elif char == "<" and not quoted:
+            angle = True
+        elif char == ">" and not quoted:
+            angle = False
+        if char in ",;" and not quoted and not angle:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]

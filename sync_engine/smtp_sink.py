@@ -4,7 +4,10 @@ Mail code is only trustworthy when it has talked to a real server: replies, refu
 STARTTLS and AUTH all behave as in production here (aiosmtpd speaks the protocol), but nothing
 leaves the machine. Failures are rehearsed with rules: ``sink.fail("x@example.com", 451)`` answers
 451 to that recipient (``times=1``: once, then it is accepted), ``stage="data"`` refuses the
-message after DATA instead.
+message after DATA instead. A slow server is rehearsed with a hold: ``hold = sink.hold(address)``
+keeps the next transaction for ``address`` waiting at RCPT (or after DATA) until
+``hold.release()``, so a test can kill the sender while the server has not yet accepted the message;
+a client that goes away during a hold abandons the transaction and nothing is recorded.
 
 ::
 
@@ -20,7 +23,7 @@ import asyncio
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -32,7 +35,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from sync_engine.settings import MailSettings
 
-__all__ = ["FailRule", "ReceivedMessage", "SmtpSink"]
+__all__ = ["FailRule", "Hold", "ReceivedMessage", "SmtpSink"]
 
 Stage = Literal["rcpt", "data"]
 
@@ -76,6 +79,40 @@ class FailRule:
 
 
 @dataclass
+class Hold:
+    """One transaction kept waiting (see :meth:`SmtpSink.hold`).
+
+    ``reached`` is set when a transaction is held, ``abandoned`` when its client went away while
+    held (the transaction is then dropped, as a server drops one whose client vanished).
+    """
+
+    address: str  # lower-cased; "*" matches every recipient
+    stage: Stage
+    reached: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+    abandoned: threading.Event = field(default_factory=threading.Event)
+    taken: bool = False
+
+    def wait(self, timeout: float = 10.0) -> None:
+        """Return once a transaction is held (raises ``TimeoutError`` otherwise)."""
+        if not self.reached.wait(timeout):
+            raise TimeoutError(f"no transaction for {self.address} reached {self.stage} in {timeout} s")
+
+    def release(self) -> None:
+        """Let the held transaction go on (released before one arrived: none will wait)."""
+        self.released.set()
+
+    async def _block(self) -> None:
+        self.reached.set()
+        try:
+            while not self.released.is_set():
+                await asyncio.sleep(0.01)  # not Event.wait: the server's loop serves other clients
+        except asyncio.CancelledError:  # aiosmtpd cancels the handler when the client is gone
+            self.abandoned.set()
+            raise
+
+
+@dataclass
 class _Handler:
     sink: SmtpSink
 
@@ -83,6 +120,9 @@ class _Handler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         self.sink._note_rcpt(address)
+        hold = self.sink._take_hold([address], "rcpt")
+        if hold is not None:
+            await hold._block()
         rule = self.sink._take_rule(address, "rcpt")
         if rule is not None:
             return f"{rule.code} {rule.text}"
@@ -90,6 +130,9 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        hold = self.sink._take_hold(list(envelope.rcpt_tos), "data")
+        if hold is not None:
+            await hold._block()
         for address in envelope.rcpt_tos:
             rule = self.sink._take_rule(address, "data")
             if rule is not None:
@@ -141,6 +184,7 @@ class SmtpSink:
         self._lock = threading.Lock()
         self._messages: list[ReceivedMessage] = []
         self._rules: list[FailRule] = []
+        self._holds: list[Hold] = []
         self._rcpt_attempts: list[str] = []
         self._credentials = credentials
         kwargs: dict[str, Any] = {}
@@ -163,6 +207,9 @@ class SmtpSink:
         return self
 
     def stop(self) -> None:
+        with self._lock:
+            for hold in self._holds:
+                hold.release()
         if self._running:
             self._controller.stop()
             self._running = False
@@ -251,6 +298,28 @@ class SmtpSink:
     def clear_failures(self) -> None:
         with self._lock:
             self._rules.clear()
+
+    def hold(self, address: str, *, stage: Stage = "rcpt") -> Hold:
+        """Keep the next transaction for ``address`` ("*": any) waiting until ``release()``.
+
+        ``stage="rcpt"``: at its RCPT TO (before any content was sent); ``"data"``: after the
+        content arrived, before the server answers. Either way the server has not accepted the
+        message while it is held. Holds one transaction; later ones go through.
+        """
+        hold = Hold(address.lower(), stage)
+        with self._lock:
+            self._holds.append(hold)
+        return hold
+
+    def _take_hold(self, addresses: list[str], stage: Stage) -> Hold | None:
+        wanted = {a.lower() for a in addresses}
+        with self._lock:
+            for hold in self._holds:
+                if hold.taken or hold.stage != stage or not (hold.address == "*" or hold.address in wanted):
+                    continue
+                hold.taken = True
+                return hold
+        return None
 
     def _take_rule(self, address: str, stage: Stage) -> FailRule | None:
         wanted = address.lower()
