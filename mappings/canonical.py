@@ -60,6 +60,14 @@ class Customer(CanonicalModel):
     #: The language of invoice e-mails (BCP 47: ``de``, ``fr-CA``); a value that is not a language tag
     #: falls back to ``delivery.default_language`` rather than holding up the customer's invoices.
     language: Annotated[str, StringConstraints(max_length=35)] | None = None
+    #: For structured e-invoices: the buyer's VAT number (BT-48), the reference the buyer asks for
+    #: (BT-10; XRechnung: the Leitweg-ID), its electronic address (BT-49, e.g. a Peppol id) with the
+    #: EAS scheme, and the format it wants invoices in (else the PDF).
+    vat_id: Annotated[str, StringConstraints(max_length=40)] | None = None
+    buyer_reference: Annotated[str, StringConstraints(max_length=100)] | None = None
+    electronic_address: Annotated[str, StringConstraints(max_length=100)] | None = None
+    electronic_address_scheme: Annotated[str, StringConstraints(max_length=10)] | None = None
+    invoice_format: Literal["pdf", "ubl", "peppol", "xrechnung", "cii", "facturx"] | None = None
 
     _currency = field_validator("currency")(_known_currency)
 

@@ -595,6 +595,64 @@ def invoices_pdf(
     typer.echo(str(path))
 
 
+@invoices_app.command("export")
+def invoices_export(
+    number: str,
+    fmt: str = typer.Option(..., "--format", help="ubl | peppol | xrechnung | cii | facturx"),
+    out: Path | None = typer.Option(None, "--out", help="a file, or a folder (default: here)"),
+    config: Path = ConfigOption,
+) -> None:
+    """Write invoice NUMBER as a structured e-invoice, validated first (exit 1 with the failed rules)."""
+    from sync_engine.einvoices import FORMATS, EInvoiceConfigError, EInvoiceInvalidError, export_einvoice
+
+    if fmt not in FORMATS:
+        typer.echo(f"billsync: unknown format {fmt!r} (allowed: {', '.join(FORMATS)})", err=True)
+        raise typer.Exit(2)
+    runtime = _runtime(config)
+    try:
+        exported = export_einvoice(runtime, number, fmt)
+    except EInvoiceConfigError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except EInvoiceInvalidError as exc:
+        typer.echo(f"billsync: {exc}; not written", err=True)
+        for failure in exc.failures:
+            typer.echo(
+                f"  {failure.rule_id} [{failure.flag}] {failure.short_location}: {failure.text}", err=True
+            )
+        raise typer.Exit(1) from None
+    finally:
+        runtime.close()
+    target = out if out is not None else Path.cwd()
+    if target.is_dir():
+        target = target / exported.filename
+    target.write_bytes(exported.content)
+    typer.echo(str(target))
+
+
+@invoices_app.command("validate")
+def invoices_validate(
+    files: list[Path] = typer.Argument(
+        ..., exists=True, dir_okay=False, help="XML e-invoices or Factur-X PDFs"
+    ),
+    fmt: str | None = typer.Option(
+        None, "--format", help="ubl | peppol | xrechnung | cii | facturx (default: what each file declares)"
+    ),
+) -> None:
+    """Check e-invoices: XML schema, then the EN 16931 rules, then the format's own rules (exit 1 if any fails)."""
+    from connectors.einvoice.validation import FormatError, format_report
+    from sync_engine.einvoices import validate_files
+
+    try:
+        reports = validate_files(list(files), fmt)
+    except FormatError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(format_report(reports))
+    if not all(report.ok for report in reports):
+        raise typer.Exit(1)
+
+
 @invoices_app.command("deliver")
 def invoices_deliver(config: Path = ConfigOption) -> None:
     """Send the invoices owed to customers now (retries included); list the ones to post."""

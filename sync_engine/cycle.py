@@ -15,6 +15,7 @@ from typing import Protocol
 
 from connectors.errors import RetryableError
 from sync_engine.delivery import DeliveryResult, run_deliveries
+from sync_engine.einvoices import FolderExportResult, run_folder_exports
 from sync_engine.invoicing import BillResult, run_billing
 from sync_engine.pull import PullResult, pull_stream
 from sync_engine.push import PushResult, push_destination
@@ -46,6 +47,7 @@ class CycleResult:
     retry_later: dict[str, str] = field(default_factory=dict)
     receivables: ReceivablesResult | None = None
     delivery: DeliveryResult | None = None
+    einvoice_files: FolderExportResult | None = None
 
     @property
     def unfinished(self) -> bool:
@@ -87,6 +89,7 @@ def run_cycle(
     if "deliver" in steps:
         with progress.task("deliver invoices to customers"):
             result.delivery = run_deliveries(runtime)
+            result.einvoice_files = run_folder_exports(runtime)
     if "collect" in steps:
         with progress.task("payments, overdue invoices, reminders"):
             result.receivables = run_receivables(runtime, as_of=as_of)

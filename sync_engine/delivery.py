@@ -530,6 +530,13 @@ def _deliver_row(
             message = _message(
                 settings, mailer, invoice, _customer(session, invoice.customer_id), claim.to, claim.message_id
             )
+    except _InvalidEInvoiceError as exc:  # never sent: support sees the failed rules
+        with runtime.transaction() as session:
+            row = session.get(OutboxItem, claim.row_id)
+            invoice = session.get(Invoice, claim.invoice_id)
+            assert row is not None and invoice is not None
+            _failed(session, row, invoice, ", ".join(claim.to), str(exc), result, message_id=claim.message_id)
+        return "done"
     except Exception as exc:  # a template or PDF problem: recorded, retried with backoff
         return _temporary(runtime, claim, f"cannot build the message: {exc}", result)
     try:
@@ -561,6 +568,9 @@ def _deliver_row(
                 to_address=", ".join(claim.to),
                 message_id=claim.message_id,
                 attempt=claim.attempt,
+                document_format=str(
+                    (_customer(session, invoice.customer_id) or {}).get("invoice_format") or "pdf"
+                ),
             )
         )
         resolve_dead_letters(session, stream=STREAM, entity="invoice", external_ids=[claim.number])
@@ -672,7 +682,7 @@ def _message(
     references: str | None = None,
 ) -> EmailMessage:
     mail = render_invoice_mail(settings, invoice, customer)
-    pdf = _pdf(settings, invoice, customer)
+    attachments = _attachments(settings, invoice, customer)
     name = str((customer or {}).get("name") or "")
     recipient: str | list[str] = mailbox(name, to[0]) if len(to) == 1 else list(to)
     headers = [("References", references)] if references else []
@@ -682,9 +692,38 @@ def _message(
         text=mail.text,
         html=mail.html,
         message_id=msg_id,
-        attachments=[Attachment(_pdf_name(invoice), pdf, "application/pdf")],
+        attachments=attachments,
         headers=headers,
     )
+
+
+class _InvalidEInvoiceError(Exception):
+    """The customer's e-invoice cannot be produced valid: sending it again will not help."""
+
+
+def _attachments(
+    settings: Settings, invoice: Invoice, customer: Mapping[str, Any] | None
+) -> list[Attachment]:
+    """The PDF, and the e-invoice in the customer's ``invoice_format`` (validated first): a Factur-X
+    PDF replaces the plain one; an XML format goes next to it (the PDF is the readable copy)."""
+    from sync_engine.einvoices import EInvoiceConfigError, EInvoiceInvalidError, validated_einvoice
+
+    fmt = str((customer or {}).get("invoice_format") or "pdf")
+    einvoice = None
+    if fmt != "pdf":
+        try:
+            einvoice = validated_einvoice(invoice, customer, settings, fmt)
+        except (EInvoiceInvalidError, EInvoiceConfigError) as exc:
+            rules = ""
+            if isinstance(exc, EInvoiceInvalidError):
+                rules = "; ".join(f"{f.rule_id} {f.short_location}: {f.text}" for f in exc.failures[:20])
+            raise _InvalidEInvoiceError(f"{exc}{': ' + rules if rules else ''}") from exc
+    files = []
+    if einvoice is None or einvoice.format != "facturx":
+        files.append(Attachment(_pdf_name(invoice), _pdf(settings, invoice, customer), "application/pdf"))
+    if einvoice is not None:
+        files.append(Attachment(einvoice.filename, einvoice.content, einvoice.mime_type))
+    return files
 
 
 # --------------------------------------------------------------------------------------------
@@ -796,6 +835,7 @@ def delivery_history(session: Session, number: str) -> dict[str, Any]:
                 "requested_by": row.requested_by,
                 "error": row.error,
                 "print_file": row.print_file,
+                "format": row.document_format,
             }
             for row in rows
         ],
@@ -832,7 +872,10 @@ def resend_invoice(
         )
         msg_id = message_id(f"invoice.{invoice.id}.resend.{(earlier or 0) + 1}", mailer.sender_domain)
         original = message_id(f"invoice.{invoice.id}", mailer.sender_domain)
-        message = _message(settings, mailer, invoice, customer, addresses, msg_id, references=original)
+        try:
+            message = _message(settings, mailer, invoice, customer, addresses, msg_id, references=original)
+        except _InvalidEInvoiceError as exc:
+            raise DeliveryError(f"invoice {number} not resent: {exc}") from exc
         invoice_id = invoice.id
     error: str | None = None
     try:
@@ -851,6 +894,7 @@ def resend_invoice(
                 requested_by=requested_by,
                 attempt=1,
                 error=error,
+                document_format=str((customer or {}).get("invoice_format") or "pdf"),
             )
         )
         if error is None:

@@ -67,6 +67,24 @@ def _write_secret(path: Path, value: str) -> str:
     return str(path.relative_to(path.parent.parent))
 
 
+#: The demo's seller: a German company (its bank account and SEPA creditor id are German).
+DEMO_SELLER: dict[str, Any] = {
+    "name": "Demo Seller GmbH",
+    "address": ["Friedrichstraße 123", "10117 Berlin", "Germany"],
+    "street": "Friedrichstraße 123",
+    "city": "Berlin",
+    "postal_code": "10117",
+    "country": "DE",
+    "vat_id": "DE123456789",
+    "legal_id": "HRB 123456 B",
+    "email": "billing@demo-seller.example.com",
+    "phone": "+49 30 1234567",
+    "contact_name": "Accounts Receivable",
+    "electronic_address": "4000001000005",  # a GLN (EAS scheme 0088)
+    "electronic_address_scheme": "0088",
+}
+
+
 def write_workdir(
     workdir: Path,
     sf: SalesforceSandbox,
@@ -76,6 +94,7 @@ def write_workdir(
     timeout_seconds: float | None = None,
     stripe_secret: str | None = None,
     smtp_port: int | None = None,
+    einvoice_folder: bool = False,
 ) -> Path:
     """``billsync.yaml`` pointing at the running sandboxes; secrets live in ``secrets/``, not in YAML."""
     secrets = workdir / "secrets"
@@ -152,6 +171,15 @@ def write_workdir(
             },
         }
     )
+    # who issues the invoices: printed on the PDF, and the seller party of the e-invoices
+    config["seller"] = DEMO_SELLER
+    if einvoice_folder:  # every invoice also as a validated e-invoice file in each format
+        config["einvoice"] = {
+            "folder": "einvoices",
+            "folder_formats": ["ubl", "peppol", "xrechnung", "cii", "facturx"],
+            "untaxed_category": "O",
+            "exemption_reason": "Not subject to VAT (the demo catalog has no taxes)",
+        }
     # payments made outside QuickBooks (cards, transfers) go to QuickBooks, applied to their invoices
     config["destinations"][0]["mappings"]["payment"] = "builtin:quickbooks/payment.out"
     config["payments"] = {
@@ -284,6 +312,7 @@ def run_demo(
             timeout_seconds=FAULT_TIMEOUT if faults else None,
             stripe_secret=stripe_secret,
             smtp_port=sink.port,
+            einvoice_folder=True,
         )
         settings = load_settings(config_path)
         upgrade_database(settings.database_url)

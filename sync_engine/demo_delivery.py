@@ -10,16 +10,18 @@ each other.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from connectors.salesforce.sandbox import SalesforceSandbox
 from sync_engine.demo_payments import UNDELIVERABLE
+from sync_engine.einvoices import FOLDER_STREAM
 from sync_engine.mailer import customer_addresses
 from sync_engine.runtime import Runtime
 from sync_engine.smtp_sink import SmtpSink
-from sync_engine.store.models import CanonicalRecord, Invoice, InvoiceDelivery
+from sync_engine.store.models import CanonicalRecord, DeadLetter, Invoice, InvoiceDelivery
 
 __all__ = ["refuse_undeliverable", "summarise_delivery"]
 
@@ -48,6 +50,18 @@ def summarise_delivery(runtime: Runtime, sink: SmtpSink) -> dict[str, Any]:
             for record in session.scalars(select(CanonicalRecord).where(CanonicalRecord.entity == "customer"))
         }
         print_files = sorted({f for f in session.scalars(select(InvoiceDelivery.print_file)) if f})
+        formats = Counter(
+            session.scalars(
+                select(InvoiceDelivery.document_format).where(
+                    InvoiceDelivery.status == "sent", InvoiceDelivery.purpose == "initial"
+                )
+            )
+        )
+        invalid = session.scalar(
+            select(func.count())
+            .select_from(DeadLetter)
+            .where(DeadLetter.stream == FOLDER_STREAM, DeadLetter.status == "open")
+        )
     statuses = Counter(status for _, status in invoices)
     missing = sum(1 for customer, _ in invoices if not customers.get(customer))
     bad = sum(
@@ -70,4 +84,20 @@ def summarise_delivery(runtime: Runtime, sink: SmtpSink) -> dict[str, Any]:
         "invoice_mails_received": len(set(mails)),
         "duplicate_invoice_mails": len(mails) - len(set(mails)),
         "print_files": print_files,
+        "invoices_delivered_by_format": dict(sorted((str(k), v) for k, v in formats.items())),
+        "einvoice_files": _einvoice_files(runtime),
+        "einvoices_invalid": invalid or 0,
     }
+
+
+def _einvoice_files(runtime: Runtime) -> dict[str, int]:
+    """Files in ``einvoice.folder`` per format (from their names: ``INV-000001-ubl.xml``)."""
+    folder = runtime.settings.einvoice.folder
+    if folder is None:
+        return {}
+    path = Path(folder) if Path(folder).is_absolute() else runtime.settings.base_dir / folder
+    found: Counter[str] = Counter()
+    for file in path.glob("*-*.*") if path.is_dir() else []:
+        if not file.name.startswith("."):
+            found[file.stem.rsplit("-", 1)[-1]] += 1
+    return dict(sorted(found.items()))

@@ -56,6 +56,12 @@ class PaymentsPhase:
     statement_lines: int = 0
 
 
+def gln(first12: str) -> str:
+    """A GS1 Global Location Number: 12 digits and their check digit (Peppol checks it)."""
+    total = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(first12))
+    return first12 + str((10 - total % 10) % 10)
+
+
 def payment_profile(n: int, currency: str, name: str, rng: random.Random) -> dict[str, Any]:
     """Salesforce Account fields saying how account ``n`` pays (a third by card, some by direct debit)."""
     from schwifty import IBAN
@@ -68,6 +74,16 @@ def payment_profile(n: int, currency: str, name: str, rng: random.Random) -> dic
         del profile["Billing_Email__c"]
     if currency == "EUR" and n % 3 != 2:
         profile["Invoice_Language__c"] = "de" if n % 3 == 0 else "fr"
+    # every customer is reachable for e-invoices: a GLN (Peppol scheme 0088) of its own
+    profile["E_Invoice_Address__c"] = gln(f"40{n + 1:010d}")
+    profile["E_Invoice_Scheme__c"] = "0088"
+    if currency == "EUR":  # European customers: a VAT number, and some want structured e-invoices
+        profile["VAT_Number__c"] = f"DE{300000000 + n:09d}"
+        wanted = ("XRechnung", "Factur-X", "Peppol", None, None)[n % 5]
+        if wanted is not None:
+            profile["Invoice_Format__c"] = wanted
+        if wanted == "XRechnung":
+            profile["Buyer_Reference__c"] = f"991-{n + 1:05d}-44"  # a Leitweg-ID
     roll = rng.random()
     if roll < 0.35:
         profile.update(Payment_Method__c="Card", Stripe_Customer_Id__c=f"cus_demo{n + 1:05d}")

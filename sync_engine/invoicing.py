@@ -43,6 +43,7 @@ from billing import InvoiceLine as BillingLine
 from billing.model import INVOICE_STATUSES, InvoiceStatus
 from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
 from sync_engine.delivery import delivery_wanted, queue_delivery
+from sync_engine.einvoices import folder_wanted, queue_folder_export
 from sync_engine.invoice_status import STATUS_ENTITY
 from sync_engine.outbox import enqueue
 from sync_engine.payments import apply_credit
@@ -192,6 +193,7 @@ def run_billing(
     status_destinations = [d.name for d in runtime.settings.destinations if STATUS_ENTITY in d.mappings]
     prices = PriceBook.from_catalog(runtime.catalog())
     deliver = delivery_wanted(runtime.settings)
+    to_folder = folder_wanted(runtime.settings)
     result = BillResult()
 
     with runtime.transaction() as session:
@@ -228,6 +230,8 @@ def run_billing(
                     session.add(stored)
                     if deliver:  # the customer is owed the invoice from the moment it exists
                         queue_delivery(session, stored)
+                    if to_folder:
+                        queue_folder_export(session, stored)
                     for destination in destinations:
                         enqueue(
                             session,

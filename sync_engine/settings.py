@@ -188,6 +188,18 @@ class SellerSettings(BaseModel):
     email: str | None = None
     phone: str | None = None
     payment_instructions: str | None = None  # e.g. "IBAN DE89 3704 0044 0532 0130 00, BIC COBADEFFXXX"
+    # What structured e-invoices (EN 16931) need beyond the printed lines:
+    street: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")  # ISO 3166-1 alpha-2
+    vat_id: str | None = None  # BT-31, with its country prefix: DE123456789
+    tax_number: str | None = None  # BT-32, a local tax registration number
+    legal_id: str | None = None  # BT-30, e.g. the commercial register number
+    contact_name: str | None = None
+    #: BT-34: where the seller receives e-invoices (Peppol participant id) and its EAS scheme
+    electronic_address: str | None = None
+    electronic_address_scheme: str = "EM"
 
 
 class MailSettings(BaseModel):
@@ -286,6 +298,31 @@ class DeliverySettings(BaseModel):
     wait_seconds: float = Field(default=60.0, ge=0, le=3600)
 
 
+EInvoiceFormat = Literal["ubl", "peppol", "xrechnung", "cii", "facturx"]
+
+
+class EInvoiceSettings(BaseModel):
+    """Structured e-invoices (EN 16931: UBL, Peppol BIS 3, XRechnung, CII, Factur-X).
+
+    ``tax_categories`` maps a billing tax id to its VAT category (UNCL 5305, default ``S``);
+    lines without tax get ``untaxed_category`` (``O``: not subject to VAT, e.g. a US seller; ``E``
+    exempt, ``AE`` reverse charge, ``K`` intra-EU, ``G`` export, ``Z`` zero rated) with
+    ``exemption_reason``. ``folder``: every finalised invoice is also exported there in each of
+    ``folder_formats`` (validated first).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    tax_categories: dict[str, Literal["S", "Z", "E", "AE", "K", "G", "O", "L", "M"]] = Field(
+        default_factory=dict
+    )
+    untaxed_category: Literal["Z", "E", "AE", "K", "G", "O"] = "O"
+    exemption_reason: str | None = None
+    unit_code: str = Field(default="C62", pattern=r"^[A-Z0-9]{1,3}$")
+    folder: str | None = None
+    folder_formats: list[EInvoiceFormat] = Field(default_factory=lambda: list[EInvoiceFormat](["ubl"]))
+
+
 class BankAccountSettings(BaseModel):
     """The seller's bank account: statements of it are imported, SEPA collections credit it."""
 
@@ -359,6 +396,7 @@ class Settings(BaseModel):
     mail: MailSettings | None = None
     dunning: DunningSettings = Field(default_factory=DunningSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    einvoice: EInvoiceSettings = Field(default_factory=EInvoiceSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)

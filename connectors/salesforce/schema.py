@@ -132,6 +132,8 @@ CUSTOM_OBJECTS: dict[str, dict[str, str]] = {
 #: invoice was voided / written off.
 PAYMENT_STATUS_VALUES = ("No Invoices", "Open", "Partially Paid", "Paid", "Overdue", "Void", "Uncollectible")
 #: How an account pays (billsync's canonical methods card, bank_transfer, direct_debit, cheque, cash).
+#: How a customer wants its invoices: the PDF, or a structured e-invoice (with the PDF).
+INVOICE_FORMAT_VALUES = ("PDF", "UBL", "Peppol", "XRechnung", "CII", "Factur-X")
 PAYMENT_METHOD_VALUES = ("Card", "Bank Transfer", "Direct Debit", "Cheque", "Cash")
 
 _PAYMENT_STATUS_FIELDS = {
@@ -155,6 +157,11 @@ CUSTOM_FIELDS: dict[str, dict[str, str]] = {
         "Dunning_Group__c": "string",
         "Invoice_Delivery__c": "picklist",
         "Invoice_Language__c": "string",
+        "Invoice_Format__c": "picklist",
+        "VAT_Number__c": "string",
+        "Buyer_Reference__c": "string",
+        "E_Invoice_Address__c": "string",
+        "E_Invoice_Scheme__c": "string",
     },
     "Order": dict(_PAYMENT_STATUS_FIELDS),
 }
@@ -169,6 +176,10 @@ FIELD_LENGTHS: dict[tuple[str, str], int] = {
     ("Account", "SEPA_Mandate_Id__c"): 35,
     ("Account", "Dunning_Group__c"): 80,
     ("Account", "Invoice_Language__c"): 10,
+    ("Account", "VAT_Number__c"): 40,
+    ("Account", "Buyer_Reference__c"): 100,
+    ("Account", "E_Invoice_Address__c"): 100,
+    ("Account", "E_Invoice_Scheme__c"): 10,
 }
 
 #: Fields defined as "External ID" (unique): the only ones an upsert may match on.
@@ -190,6 +201,7 @@ PICKLIST_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     ("Order", "Payment_Status__c"): PAYMENT_STATUS_VALUES,
     ("Account", "Payment_Method__c"): PAYMENT_METHOD_VALUES,
     ("Account", "Invoice_Delivery__c"): ("Email", "Post"),
+    ("Account", "Invoice_Format__c"): INVOICE_FORMAT_VALUES,
 }
 
 #: Suffix of fields and relationships an org defines itself; they cannot be checked offline.

@@ -409,6 +409,8 @@ class InvoiceDelivery(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     error: Mapped[str | None] = mapped_column(Text)
     print_file: Mapped[str | None] = mapped_column(String(500))
+    #: What was attached: pdf, or the e-invoice format (ubl, peppol, xrechnung, cii, facturx).
+    document_format: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

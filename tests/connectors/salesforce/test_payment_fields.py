@@ -43,6 +43,11 @@ PROFILE_FIELDS = (
     "Dunning_Group__c",
     "Invoice_Delivery__c",
     "Invoice_Language__c",
+    "Invoice_Format__c",
+    "VAT_Number__c",
+    "Buyer_Reference__c",
+    "E_Invoice_Address__c",
+    "E_Invoice_Scheme__c",
 )
 
 
@@ -151,6 +156,11 @@ def test_describe_shows_the_payment_fields_with_their_types_and_picklists(
         "Dunning_Group__c": "string",
         "Invoice_Delivery__c": "picklist",
         "Invoice_Language__c": "string",
+        "Invoice_Format__c": "picklist",
+        "VAT_Number__c": "string",
+        "Buyer_Reference__c": "string",
+        "E_Invoice_Address__c": "string",
+        "E_Invoice_Scheme__c": "string",
     }
     assert {name: order[name]["type"] for name in STATUS_FIELDS} == {
         name: account[name]["type"] for name in STATUS_FIELDS
