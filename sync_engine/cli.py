@@ -653,6 +653,56 @@ def invoices_validate(
         raise typer.Exit(1)
 
 
+@invoices_app.command("credit")
+def invoices_credit(
+    number: str,
+    reason: str = typer.Option(..., "--reason", help="why (printed on the credit note)"),
+    line: list[str] = typer.Option(
+        [],
+        "--line",
+        help="POSITION=AMOUNT: credit this net amount of that line (repeatable); default: everything",
+    ),
+    as_of: str | None = typer.Option(None, "--as-of", help="the credit note's date (default: today)"),
+    by: str | None = ByOption,
+    as_json: bool = typer.Option(False, "--json"),
+    config: Path = ConfigOption,
+) -> None:
+    """Issue a credit note for invoice NUMBER: all of it, or chosen net amounts per line (tax follows)."""
+    from sync_engine.credit_notes import CreditNoteError, issue_credit_note
+
+    amounts = None
+    if line:
+        amounts = {}
+        for item in line:
+            position, sep, amount = item.partition("=")
+            if not sep or not position.strip().isdigit():
+                typer.echo(f"billsync: --line wants POSITION=AMOUNT, got {item!r}", err=True)
+                raise typer.Exit(2)
+            amounts[int(position)] = _amount(amount.strip())
+    runtime = _runtime(config)
+    try:
+        note = issue_credit_note(
+            runtime,
+            number,
+            reason=reason,
+            amounts=amounts,
+            requested_by=_who(by),
+            as_of=_date(as_of) if as_of else None,  # type: ignore[arg-type]
+        )
+    except CreditNoteError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        runtime.close()
+    if as_json:
+        _echo_json(note)
+        return
+    typer.echo(
+        f"{note['number']} credits {note['currency']} {note['total']} of {note['invoice']} "
+        f"({note['applied_to_invoice']} off what is due, {note['customer_credit']} kept as customer credit)"
+    )
+
+
 @invoices_app.command("deliver")
 def invoices_deliver(config: Path = ConfigOption) -> None:
     """Send the invoices owed to customers now (retries included); list the ones to post."""

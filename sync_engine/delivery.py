@@ -51,7 +51,7 @@ from sqlalchemy.orm import Session
 
 from billing import Currency
 from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
-from sync_engine.invoice_docs import invoice_data, render_pdf
+from sync_engine.documents import Document, document_pdf, find_document, invoice_id_of, kind_of, load_document
 from sync_engine.logging import get_logger
 from sync_engine.mail_templates import MailTemplateError, RenderedMail, environment, render_mail
 from sync_engine.mailer import (
@@ -69,7 +69,7 @@ from sync_engine.outbox import OPEN_STATUSES, enqueue
 from sync_engine.payments import amount_due
 from sync_engine.runtime import Runtime
 from sync_engine.settings import MailSettings, Settings
-from sync_engine.store.models import CanonicalRecord, Invoice, InvoiceDelivery, OutboxItem, utcnow
+from sync_engine.store.models import CanonicalRecord, CreditNote, Invoice, InvoiceDelivery, OutboxItem, utcnow
 from sync_engine.store.process_lock import process_lock
 
 __all__ = [
@@ -96,6 +96,9 @@ ENTITY: Final = "invoice_delivery"
 STREAM: Final = "deliver:email"
 TEMPLATES_DIR: Final = Path(__file__).resolve().parent / "templates" / "delivery"
 _LANGUAGE_TAG: Final = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{1,8})*$")
+#: The Message-ID of a document's mail: ``<invoice.<id>@domain>`` (what reminders refer to),
+#: ``<creditnote.<id>@domain>``.
+_ID_PREFIX: Final = {"invoice": "invoice", "credit_note": "creditnote"}
 #: Invoices never sent: not finalised, or voided before they went.
 _NOT_SENT: Final = ("draft", "void")
 
@@ -145,21 +148,36 @@ def invoice_mail_settings(settings: Settings) -> MailSettings:
 
 def queue_delivery(session: Session, invoice: Invoice) -> None:
     """Owe ``invoice``'s delivery, in the caller's transaction (the one that finalises it)."""
+    queue_document_delivery(session, invoice.id)
+    invoice.delivery_status = "pending"
+
+
+def queue_document_delivery(session: Session, document_id: str) -> None:
+    """Owe the delivery of an invoice or credit note (by id), in the caller's transaction."""
     enqueue(
         session,
         destination=DESTINATION,
         entity=ENTITY,
-        canonical_id=invoice.id,
+        canonical_id=document_id,
         action="deliver",
         version="1",
     )
-    invoice.delivery_status = "pending"
 
 
-def requeue_deliveries(session: Session, invoice_ids: Sequence[str]) -> int:
-    """Owe the delivery of these invoices again (a replayed dead letter); returns how many."""
+def _about(document: Document) -> dict[str, Any]:
+    """The columns of an :class:`InvoiceDelivery` that say which document it is."""
+    return {
+        "invoice_id": invoice_id_of(document),
+        "document_kind": kind_of(document),
+        "document_number": document.number,
+    }
+
+
+def requeue_deliveries(session: Session, document_ids: Sequence[str]) -> int:
+    """Owe the delivery of these invoices / credit notes again (a replayed dead letter)."""
     queued = 0
-    for invoice in session.scalars(select(Invoice).where(Invoice.id.in_(list(invoice_ids)))):
+    found = [load_document(session, document_id) for document_id in document_ids]
+    for invoice in [d for d in found if d is not None]:
         if invoice.status in _NOT_SENT or invoice.delivery_status == "delivered":
             continue
         if enqueue(
@@ -255,13 +273,41 @@ def invoice_mail_context(
     }
 
 
+def credit_note_mail_context(
+    note: CreditNote, customer: Mapping[str, Any] | None, settings: Settings, language: str
+) -> dict[str, Any]:
+    """The variables a credit-note template sees (listed in templates/delivery/README.md)."""
+    currency = Currency.of(note.currency)
+    seller = settings.seller
+    return {
+        "kind": "credit_note",
+        "number": note.number,
+        "invoice_number": note.invoice.number,
+        "invoice_date": note.invoice.issue_date.isoformat(),
+        "reason": note.reason,
+        "currency": currency.code,
+        "total": _display(note.total, currency),
+        "issue_date": note.issue_date.isoformat(),
+        "customer_name": str((customer or {}).get("name") or note.customer_id),
+        "seller_name": seller.name if seller else None,
+        "seller_email": seller.email if seller else None,
+        "language": language,
+        "pdf_filename": _pdf_name(note),
+    }
+
+
 def render_invoice_mail(
-    settings: Settings, invoice: Invoice, customer: Mapping[str, Any] | None
+    settings: Settings, invoice: Document, customer: Mapping[str, Any] | None
 ) -> RenderedMail:
-    """Subject, text and HTML of the invoice mail in the customer's language."""
+    """Subject, text and HTML of the mail carrying an invoice or credit note, in the customer's
+    language."""
     language = str((customer or {}).get("language") or settings.delivery.default_language)
-    folder, text_name, html_name = _find_template(settings, "invoice", language)
-    context = invoice_mail_context(invoice, customer, settings, language)
+    if isinstance(invoice, CreditNote):
+        folder, text_name, html_name = _find_template(settings, "credit_note", language)
+        context = credit_note_mail_context(invoice, customer, settings, language)
+    else:
+        folder, text_name, html_name = _find_template(settings, "invoice", language)
+        context = invoice_mail_context(invoice, customer, settings, language)
     folders = (str(folder),) if folder == TEMPLATES_DIR else (str(folder), str(TEMPLATES_DIR))
     return render_mail(environment(folders), text_name, html_name, context, label=str(folder / text_name))
 
@@ -282,16 +328,33 @@ def check_delivery_templates(settings: Settings) -> list[str]:
         total=Decimal("100"),
         amount_paid=Decimal("0"),
     )
+    note = CreditNote(
+        id="cn_sample",
+        number="CN-000000",
+        invoice_id=sample.id,
+        customer_id=sample.customer_id,
+        currency="USD",
+        issue_date=dt.date(2026, 1, 15),
+        reason="Sample reason",
+        subtotal=Decimal("10"),
+        tax_total=Decimal("0"),
+        total=Decimal("10"),
+        status="issued",
+    )
+    note.invoice = sample
     languages = {settings.delivery.default_language}
     for folder in _template_folders(settings):
-        for path in folder.glob("invoice.*.txt") if folder.is_dir() else []:
+        for path in (
+            [*folder.glob("invoice.*.txt"), *folder.glob("credit_note.*.txt")] if folder.is_dir() else []
+        ):
             languages.add(path.name.split(".")[1])
     problems: list[str] = []
     for language in sorted(languages):
-        try:
-            render_invoice_mail(settings, sample, {"name": "Sample customer", "language": language})
-        except MailTemplateError as exc:
-            problems.append(f"delivery template ({language}): {exc}")
+        for document in (sample, note):
+            try:
+                render_invoice_mail(settings, document, {"name": "Sample customer", "language": language})
+            except MailTemplateError as exc:
+                problems.append(f"delivery template ({kind_of(document)}, {language}): {exc}")
     return problems
 
 
@@ -299,18 +362,13 @@ def check_delivery_templates(settings: Settings) -> list[str]:
 # the run
 
 
-def _pdf_name(invoice: Invoice) -> str:
+def _pdf_name(invoice: Document) -> str:
     return f"{(invoice.number or invoice.id).replace('/', '-')}.pdf"
 
 
 def _customer(session: Session, customer_id: str) -> dict[str, Any] | None:
     record = session.get(CanonicalRecord, customer_id)
     return None if record is None or record.entity != "customer" else dict(record.data)
-
-
-def _pdf(settings: Settings, invoice: Invoice, customer: Mapping[str, Any] | None) -> bytes:
-    seller = settings.seller.model_dump() if settings.seller is not None else None
-    return render_pdf(invoice_data(invoice, customer, seller))
 
 
 def _postal(customer: Mapping[str, Any] | None) -> str:
@@ -332,7 +390,7 @@ class _Claim:
     """One row claimed for sending, as plain values (no ORM object outlives its transaction)."""
 
     row_id: int
-    invoice_id: str
+    document_id: str
     number: str
     to: tuple[str, ...]
     message_id: str
@@ -461,7 +519,7 @@ def _deliver_row(
         row = session.get(OutboxItem, row_id, with_for_update=True)
         if row is None or row.status not in OPEN_STATUSES:
             return "done"
-        invoice = session.get(Invoice, row.canonical_id)
+        invoice = load_document(session, row.canonical_id)
         if invoice is None or invoice.status in _NOT_SENT or invoice.number is None:
             row.status, row.done_at = "cancelled", utcnow()
             row.last_error = f"invoice is {invoice.status if invoice else 'gone'}: not delivered"
@@ -477,7 +535,7 @@ def _deliver_row(
         if (customer or {}).get("invoice_delivery") == "post" or not addresses:
             session.add(
                 InvoiceDelivery(
-                    invoice_id=invoice.id,
+                    **_about(invoice),
                     channel="post",
                     purpose="initial",
                     status="print",
@@ -516,16 +574,16 @@ def _deliver_row(
         row.status, row.sent_match_key = "unknown", to
         claim = _Claim(
             row_id=row.id,
-            invoice_id=invoice.id,
+            document_id=invoice.id,
             number=invoice.number,
             to=tuple(a for _, a in getaddresses([to]) if a),
-            message_id=message_id(f"invoice.{invoice.id}", mailer.sender_domain),
+            message_id=message_id(f"{_ID_PREFIX[kind_of(invoice)]}.{invoice.id}", mailer.sender_domain),
             attempt=row.attempts,
         )
     # built after the claim is committed: rendering a PDF must not hold the database's write lock
     try:
         with runtime.sessions() as session:
-            invoice = session.get(Invoice, claim.invoice_id)
+            invoice = load_document(session, claim.document_id)
             assert invoice is not None
             message = _message(
                 settings, mailer, invoice, _customer(session, invoice.customer_id), claim.to, claim.message_id
@@ -533,7 +591,7 @@ def _deliver_row(
     except _InvalidEInvoiceError as exc:  # never sent: support sees the failed rules
         with runtime.transaction() as session:
             row = session.get(OutboxItem, claim.row_id)
-            invoice = session.get(Invoice, claim.invoice_id)
+            invoice = load_document(session, claim.document_id)
             assert row is not None and invoice is not None
             _failed(session, row, invoice, ", ".join(claim.to), str(exc), result, message_id=claim.message_id)
         return "done"
@@ -547,7 +605,7 @@ def _deliver_row(
     except PermanentMailError as exc:
         with runtime.transaction() as session:
             row = session.get(OutboxItem, claim.row_id)
-            invoice = session.get(Invoice, claim.invoice_id)
+            invoice = load_document(session, claim.document_id)
             assert row is not None and invoice is not None
             _failed(session, row, invoice, ", ".join(claim.to), str(exc), result, message_id=claim.message_id)
         return "done"
@@ -555,13 +613,13 @@ def _deliver_row(
         return _temporary(runtime, claim, str(exc), result)
     with runtime.transaction() as session:
         row = session.get(OutboxItem, claim.row_id)
-        invoice = session.get(Invoice, claim.invoice_id)
+        invoice = load_document(session, claim.document_id)
         assert row is not None and invoice is not None
         row.status, row.done_at, row.last_error, row.not_before = "sent", utcnow(), None, None
         invoice.delivery_status = "delivered"
         session.add(
             InvoiceDelivery(
-                invoice_id=invoice.id,
+                **_about(invoice),
                 channel="email",
                 purpose="initial",
                 status="sent",
@@ -582,7 +640,7 @@ def _deliver_row(
 def _failed(
     session: Session,
     row: OutboxItem,
-    invoice: Invoice,
+    invoice: Document,
     to: str,
     error: str,
     result: DeliveryResult,
@@ -594,7 +652,7 @@ def _failed(
     invoice.delivery_status = "failed"
     session.add(
         InvoiceDelivery(
-            invoice_id=invoice.id,
+            **_about(invoice),
             channel="email",
             purpose="initial",
             status="failed",
@@ -629,7 +687,7 @@ def _temporary(runtime: Runtime, claim: _Claim, error: str, result: DeliveryResu
     settings = runtime.settings
     with runtime.transaction() as session:
         row = session.get(OutboxItem, claim.row_id)
-        invoice = session.get(Invoice, claim.invoice_id)
+        invoice = load_document(session, claim.document_id)
         assert row is not None and invoice is not None
         if claim.attempt >= settings.delivery.max_attempts:
             _failed(
@@ -646,7 +704,7 @@ def _temporary(runtime: Runtime, claim: _Claim, error: str, result: DeliveryResu
         row.not_before = utcnow() + dt.timedelta(seconds=_backoff(settings, claim.attempt))
         session.add(
             InvoiceDelivery(
-                invoice_id=invoice.id,
+                **_about(invoice),
                 channel="email",
                 purpose="initial",
                 status="retrying",
@@ -674,7 +732,7 @@ def _unavailable(runtime: Runtime, claim: _Claim, error: str) -> None:
 def _message(
     settings: Settings,
     mailer: Mailer,
-    invoice: Invoice,
+    invoice: Document,
     customer: Mapping[str, Any] | None,
     to: Sequence[str],
     msg_id: str,
@@ -702,7 +760,7 @@ class _InvalidEInvoiceError(Exception):
 
 
 def _attachments(
-    settings: Settings, invoice: Invoice, customer: Mapping[str, Any] | None
+    settings: Settings, invoice: Document, customer: Mapping[str, Any] | None
 ) -> list[Attachment]:
     """The PDF, and the e-invoice in the customer's ``invoice_format`` (validated first): a Factur-X
     PDF replaces the plain one; an XML format goes next to it (the PDF is the readable copy)."""
@@ -720,7 +778,9 @@ def _attachments(
             raise _InvalidEInvoiceError(f"{exc}{': ' + rules if rules else ''}") from exc
     files = []
     if einvoice is None or einvoice.format != "facturx":
-        files.append(Attachment(_pdf_name(invoice), _pdf(settings, invoice, customer), "application/pdf"))
+        files.append(
+            Attachment(_pdf_name(invoice), document_pdf(invoice, customer, settings), "application/pdf")
+        )
     if einvoice is not None:
         files.append(Attachment(einvoice.filename, einvoice.content, einvoice.mime_type))
     return files
@@ -750,10 +810,9 @@ def _print_batch(runtime: Runtime, result: DeliveryResult) -> None:
 
         writer = PdfWriter()
         for row in rows:
-            invoice = session.get(Invoice, row.invoice_id)
-            assert invoice is not None
+            invoice = _document_of(session, row)
             writer.append(
-                _pdf_reader(_pdf(runtime.settings, invoice, _customer(session, invoice.customer_id)))
+                _pdf_reader(document_pdf(invoice, _customer(session, invoice.customer_id), runtime.settings))
             )
         ids = [row.id for row in rows]
     folder = Path(runtime.settings.delivery.print_folder).expanduser()
@@ -781,48 +840,60 @@ def _pdf_reader(pdf: bytes) -> Any:
     return PdfReader(BytesIO(pdf))
 
 
+def _document_of(session: Session, row: InvoiceDelivery) -> Document:
+    """The document an attempt was about (its number; the invoice for rows without one)."""
+    found = find_document(session, row.document_number) if row.document_number else None
+    document = found or session.get(Invoice, row.invoice_id)
+    assert document is not None
+    return document
+
+
 def print_queue(session: Session) -> list[dict[str, Any]]:
-    """Invoices listed for printing and posting, with the merged file each is in."""
-    rows = session.execute(
-        select(InvoiceDelivery, Invoice)
-        .join(Invoice, InvoiceDelivery.invoice_id == Invoice.id)
-        .where(InvoiceDelivery.status == "print")
-        .order_by(InvoiceDelivery.id)
-    ).all()
-    return [
-        {
-            "number": invoice.number,
-            "customer_id": invoice.customer_id,
-            "address": delivery.to_address,
-            "reason": delivery.error or "the customer asked for post",
-            "print_file": delivery.print_file,
-            "listed_at": delivery.created_at.isoformat(),
-        }
-        for delivery, invoice in rows
-    ]
+    """Invoices and credit notes listed for printing and posting, with the merged file each is in."""
+    rows = session.scalars(
+        select(InvoiceDelivery).where(InvoiceDelivery.status == "print").order_by(InvoiceDelivery.id)
+    )
+    listed = []
+    for delivery in rows:
+        document = _document_of(session, delivery)
+        listed.append(
+            {
+                "number": document.number,
+                "kind": kind_of(document),
+                "customer_id": document.customer_id,
+                "address": delivery.to_address,
+                "reason": delivery.error or "the customer asked for post",
+                "print_file": delivery.print_file,
+                "listed_at": delivery.created_at.isoformat(),
+            }
+        )
+    return listed
 
 
 # --------------------------------------------------------------------------------------------
 # proof and resending
 
 
-def _invoice_by_number(session: Session, number: str) -> Invoice:
-    invoice = session.scalars(select(Invoice).where(Invoice.number == number)).first()
-    if invoice is None:
-        raise DeliveryError(f"no invoice {number}")
-    return invoice
+def _document_by_number(session: Session, number: str) -> Document:
+    document = find_document(session, number)
+    if document is None:
+        raise DeliveryError(f"no invoice or credit note {number}")
+    return document
 
 
 def delivery_history(session: Session, number: str) -> dict[str, Any]:
-    """An invoice's delivery status and every attempt (oldest first), for the CLI and the console."""
-    invoice = _invoice_by_number(session, number)
+    """A document's delivery status and every attempt (oldest first), for the CLI and the console."""
+    document = _document_by_number(session, number)
     rows = session.scalars(
-        select(InvoiceDelivery).where(InvoiceDelivery.invoice_id == invoice.id).order_by(InvoiceDelivery.id)
+        select(InvoiceDelivery)
+        .where(InvoiceDelivery.document_number == document.number)
+        .order_by(InvoiceDelivery.id)
     )
     return {
-        "number": invoice.number,
-        "status": invoice.status,
-        "delivery_status": invoice.delivery_status,
+        "number": document.number,
+        "kind": kind_of(document),
+        "status": document.status,
+        "delivery_status": document.delivery_status,
         "deliveries": [
             {
                 "at": row.created_at.isoformat(),
@@ -854,7 +925,7 @@ def resend_invoice(
     if mailer is None:
         mailer = Mailer(invoice_mail_settings(settings))
     with runtime.sessions() as session:
-        invoice = _invoice_by_number(session, number)
+        invoice = _document_by_number(session, number)
         if invoice.status in _NOT_SENT:
             raise DeliveryError(f"invoice {number} is {invoice.status}: it is not sent")
         customer = _customer(session, invoice.customer_id)
@@ -868,15 +939,16 @@ def resend_invoice(
         earlier = session.scalar(
             select(func.count())
             .select_from(InvoiceDelivery)
-            .where(InvoiceDelivery.invoice_id == invoice.id, InvoiceDelivery.purpose == "resend")
+            .where(InvoiceDelivery.document_number == invoice.number, InvoiceDelivery.purpose == "resend")
         )
-        msg_id = message_id(f"invoice.{invoice.id}.resend.{(earlier or 0) + 1}", mailer.sender_domain)
-        original = message_id(f"invoice.{invoice.id}", mailer.sender_domain)
+        prefix = f"{_ID_PREFIX[kind_of(invoice)]}.{invoice.id}"
+        msg_id = message_id(f"{prefix}.resend.{(earlier or 0) + 1}", mailer.sender_domain)
+        original = message_id(prefix, mailer.sender_domain)
         try:
             message = _message(settings, mailer, invoice, customer, addresses, msg_id, references=original)
         except _InvalidEInvoiceError as exc:
             raise DeliveryError(f"invoice {number} not resent: {exc}") from exc
-        invoice_id = invoice.id
+        document_id, about = invoice.id, _about(invoice)
     error: str | None = None
     try:
         mailer.send(message)
@@ -885,7 +957,7 @@ def resend_invoice(
     with runtime.transaction() as session:
         session.add(
             InvoiceDelivery(
-                invoice_id=invoice_id,
+                **about,
                 channel="email",
                 purpose="resend",
                 status="failed" if error else "sent",
@@ -898,14 +970,14 @@ def resend_invoice(
             )
         )
         if error is None:
-            stored = session.get(Invoice, invoice_id)
+            stored = load_document(session, document_id)
             assert stored is not None
             stored.delivery_status = "delivered"
             for row in session.scalars(  # the automatic delivery still owed is done: not twice
                 select(OutboxItem).where(
                     OutboxItem.destination == DESTINATION,
                     OutboxItem.entity == ENTITY,
-                    OutboxItem.canonical_id == invoice_id,
+                    OutboxItem.canonical_id == document_id,
                     OutboxItem.status.in_(OPEN_STATUSES),
                 )
             ):

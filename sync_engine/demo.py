@@ -27,7 +27,7 @@ from connectors.salesforce.sandbox import SalesforceSandbox
 from connectors.stripe.sandbox import StripeSandbox
 from sync_engine.cycle import CycleResult, Progress, run_cycle
 from sync_engine.demo_data import build_demo_company, resolve_placeholders
-from sync_engine.demo_delivery import refuse_undeliverable, summarise_delivery
+from sync_engine.demo_delivery import issue_demo_credit_notes, refuse_undeliverable, summarise_delivery
 from sync_engine.demo_payments import (
     DEMO_BANK_IBAN,
     LATER_DAYS,
@@ -330,6 +330,9 @@ def run_demo(
             # the sync's API budget: what pull -> bill -> push cost, before payments and later cycles
             calls = {"salesforce": sf.calls, "quickbooks": qbo.calls, "erp": erp.calls}
             quickbooks_calls = dict(qbo.calls_by_route)
+            if not reused:  # a few corrections: credit notes, delivered and exported like invoices
+                issue_demo_credit_notes(runtime, today)
+                run_cycle(runtime, as_of=today, progress=progress, steps=("deliver",))
             with (
                 WebhookServer(runtime) as webhooks,
                 StripeSandbox(

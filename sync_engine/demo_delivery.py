@@ -9,7 +9,9 @@ each other.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from sync_engine.einvoices import FOLDER_STREAM
 from sync_engine.mailer import customer_addresses
 from sync_engine.runtime import Runtime
 from sync_engine.smtp_sink import SmtpSink
-from sync_engine.store.models import CanonicalRecord, DeadLetter, Invoice, InvoiceDelivery
+from sync_engine.store.models import CanonicalRecord, CreditNote, DeadLetter, Invoice, InvoiceDelivery
 
 __all__ = ["refuse_undeliverable", "summarise_delivery"]
 
@@ -40,6 +42,7 @@ def refuse_undeliverable(sandbox: SalesforceSandbox, sink: SmtpSink) -> int:
 def summarise_delivery(runtime: Runtime, sink: SmtpSink) -> dict[str, Any]:
     """Delivery as recorded, the addresses as the customer records have them, mail as received."""
     with runtime.sessions() as session:
+        notes = list(session.execute(select(CreditNote.number, CreditNote.delivery_status)))
         invoices = list(
             session.execute(
                 select(Invoice.customer_id, Invoice.delivery_status).where(Invoice.number.is_not(None))
@@ -53,7 +56,9 @@ def summarise_delivery(runtime: Runtime, sink: SmtpSink) -> dict[str, Any]:
         formats = Counter(
             session.scalars(
                 select(InvoiceDelivery.document_format).where(
-                    InvoiceDelivery.status == "sent", InvoiceDelivery.purpose == "initial"
+                    InvoiceDelivery.status == "sent",
+                    InvoiceDelivery.purpose == "initial",
+                    InvoiceDelivery.document_kind == "invoice",
                 )
             )
         )
@@ -76,6 +81,8 @@ def summarise_delivery(runtime: Runtime, sink: SmtpSink) -> dict[str, Any]:
     ]
     return {
         "invoices_finalised": len(invoices),
+        "credit_notes_issued": len(notes),
+        "credit_notes_delivered": sum(1 for _, status in notes if status == "delivered"),
         "invoices_delivered": statuses.get("delivered", 0),
         "deliveries_failed": statuses.get("failed", 0),
         "invoices_to_print": statuses.get("print", 0),
@@ -101,3 +108,48 @@ def _einvoice_files(runtime: Runtime) -> dict[str, int]:
         if not file.name.startswith("."):
             found[file.stem.rsplit("-", 1)[-1]] += 1
     return dict(sorted(found.items()))
+
+
+def issue_demo_credit_notes(runtime: Runtime, today: dt.date) -> list[str]:
+    """Credit a tenth of the first line of three open invoices (an XRechnung and a Factur-X customer,
+    and one in USD), as support would after a complaint. Partial credits on invoices the demo's
+    customers do not pay: QuickBooks is not told of credit notes yet (see docs/einvoices.md)."""
+    from sync_engine.credit_notes import issue_credit_note
+
+    with runtime.sessions() as session:
+        formats = {  # customers the mail reaches
+            record.id: record.data.get("invoice_format")
+            for record in session.scalars(select(CanonicalRecord).where(CanonicalRecord.entity == "customer"))
+            if (found := customer_addresses(record.data))
+            and not any(a.endswith(UNDELIVERABLE) for a in found)
+        }
+        open_invoices = list(
+            session.scalars(select(Invoice).where(Invoice.status == "open").order_by(Invoice.number.desc()))
+        )
+        chosen: list[tuple[str, Decimal]] = []
+        for wanted in ("xrechnung", "facturx", None):
+            for invoice in open_invoices:
+                if invoice.number in {n for n, _ in chosen} or not invoice.lines:
+                    continue
+                if invoice.customer_id not in formats:
+                    continue
+                usd = invoice.currency == "USD"
+                if (wanted is None and usd) or (
+                    wanted is not None and formats.get(invoice.customer_id) == wanted
+                ):
+                    credit = (invoice.lines[0].amount / 10).quantize(Decimal("0.01"))
+                    if credit > 0:
+                        chosen.append((str(invoice.number), credit))
+                        break
+    issued = []
+    for number, credit in chosen:
+        note = issue_credit_note(
+            runtime,
+            number,
+            reason="Service credit: ten per cent of the first line after an outage",
+            amounts={1: credit},
+            requested_by="demo",
+            as_of=today,
+        )
+        issued.append(str(note["number"]))
+    return issued

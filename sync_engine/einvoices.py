@@ -36,6 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from connectors.einvoice.model import (
+    CREDIT_NOTE,
     INVOICE,
     Allowance,
     EInvoice,
@@ -48,7 +49,7 @@ from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
 from sync_engine.outbox import OPEN_STATUSES, enqueue
 from sync_engine.runtime import Runtime
 from sync_engine.settings import Settings
-from sync_engine.store.models import CanonicalRecord, Invoice, InvoiceLine, OutboxItem, utcnow
+from sync_engine.store.models import CreditNote, Invoice, InvoiceLine, OutboxItem, utcnow
 
 __all__ = [
     "FORMATS",
@@ -76,19 +77,45 @@ _UNTAXED_REASONS: Final = {
 }
 
 
+#: Names CRMs hold that ISO 3166 does not: common usage and the German/French names of neighbours.
+_COUNTRY_ALIASES: Final = {
+    "uk": "GB",
+    "england": "GB",
+    "great britain": "GB",
+    "deutschland": "DE",
+    "österreich": "AT",
+    "schweiz": "CH",
+    "suisse": "CH",
+    "frankreich": "FR",
+    "niederlande": "NL",
+    "belgien": "BE",
+    "belgique": "BE",
+    "italien": "IT",
+    "spanien": "ES",
+    "allemagne": "DE",
+    "autriche": "AT",
+    "pays-bas": "NL",
+    "usa": "US",
+    "u.s.a.": "US",
+    "u.s.": "US",
+}
+
+
 class EInvoiceConfigError(ValueError):
     """The configuration or the customer record lacks what EN 16931 requires (says which key)."""
 
 
 def country_code(value: object) -> str | None:
     """``Germany`` / ``DE`` / ``deu`` -> ``DE`` (ISO 3166-1 alpha-2); None if it is no country."""
+    import pycountry
+
     text = str(value or "").strip()
     if not text:
         return None
-    if len(text) == 2 and text.isalpha():
-        return text.upper()
-    import pycountry
-
+    text = _COUNTRY_ALIASES.get(text.casefold(), text)
+    if len(text) == 2:
+        found = pycountry.countries.get(alpha_2=text.upper())
+        return str(found.alpha_2) if found is not None else None
     try:
         return str(pycountry.countries.lookup(text).alpha_2)
     except LookupError:
@@ -128,7 +155,7 @@ def _seller(settings: Settings, *, vat_ids: bool, email_address: bool) -> Party:
 
 
 def _buyer(
-    invoice: Invoice, customer: Mapping[str, Any] | None, *, vat_ids: bool, email_address: bool
+    invoice: Invoice | CreditNote, customer: Mapping[str, Any] | None, *, vat_ids: bool, email_address: bool
 ) -> Party:
     data = customer or {}
     address = data.get("billing_address") or {}
@@ -180,12 +207,13 @@ def _line(settings: Settings, line: InvoiceLine) -> Line:
     else:
         net = amount - discount
         gross = amount
-        allowances = (Allowance(discount),) if discount else ()
+        allowances = (Allowance(discount.quantize(_CENT)),) if discount else ()
     quantity = line.quantity.normalize() if line.quantity else Decimal("1")
     price = (gross / quantity) if quantity else gross
     base_quantity = None
     if quantity and (price.quantize(Decimal("0.000001")) * quantity).quantize(_CENT) != gross.quantize(_CENT):
-        price, base_quantity = gross, quantity  # exact: the price of all of them
+        # exact: the price of all of them (a price is never negative: the sign stays on the quantity)
+        price, base_quantity = abs(gross), abs(quantity)
     elif quantity:
         price = price.quantize(Decimal("0.000001")).normalize()
     period_end = line.period_end - dt.timedelta(days=1) if line.period_end else None
@@ -316,6 +344,83 @@ def build_einvoice(
     )
 
 
+def build_credit_note_einvoice(
+    note: CreditNote, customer: Mapping[str, Any] | None, settings: Settings, fmt: str = "ubl"
+) -> EInvoice:
+    """The EN 16931 model of a stored credit note (type 381), referring to the invoice it credits
+    (BT-25/26). Amounts are positive, as EN 16931 wants them on a credit note."""
+    email_address = fmt != "peppol"
+    invoice = note.invoice
+    category_of = {
+        line.position: (
+            (settings.einvoice.tax_categories.get(line.tax_id, "S"), line.tax_rate)
+            if line.tax_id is not None and line.tax_rate is not None
+            else (
+                settings.einvoice.untaxed_category,
+                None if settings.einvoice.untaxed_category == "O" else Decimal("0"),
+            )
+        )
+        for line in note.lines
+    }
+    vat_ids = "O" not in {category for category, _ in category_of.values()}
+    lines = []
+    groups: dict[tuple[str, Decimal | None], tuple[Decimal, Decimal]] = {}
+    for line in note.lines:
+        category, rate = category_of[line.position]
+        net = line.amount.quantize(_CENT)
+        lines.append(
+            Line(
+                id=str(line.position),
+                name=" ".join(line.description.split())[:200] or "Credit",
+                quantity=Decimal("1"),
+                net_price=line.amount,
+                net_amount=net,
+                vat_category=category,
+                vat_rate=rate,
+                unit_code=settings.einvoice.unit_code,
+                seller_item_id=line.product_code,
+            )
+        )
+        taxable, tax = groups.get((category, rate), (Decimal("0"), Decimal("0")))
+        groups[(category, rate)] = (taxable + net, tax + line.tax_amount)
+    taxes = tuple(
+        TaxSubtotal(
+            category=category,
+            rate=rate,
+            taxable=taxable.quantize(_CENT),
+            tax=tax.quantize(_CENT),
+            exemption_reason=(settings.einvoice.exemption_reason or _UNTAXED_REASONS[category])
+            if category in _UNTAXED_REASONS and category != "Z"
+            else None,
+        )
+        for (category, rate), (taxable, tax) in groups.items()
+    )
+    line_total = sum((line.net_amount for line in lines), Decimal("0"))
+    tax_total = sum((t.tax for t in taxes), Decimal("0"))
+    data = customer or {}
+    return EInvoice(
+        number=note.number,
+        issue_date=note.issue_date,
+        type_code=CREDIT_NOTE,
+        currency=note.currency,
+        seller=_seller(settings, vat_ids=vat_ids, email_address=email_address),
+        buyer=_buyer(invoice, customer, vat_ids=vat_ids, email_address=email_address),
+        lines=tuple(lines),
+        taxes=taxes,
+        line_total=line_total,
+        tax_exclusive=line_total,
+        tax_total=tax_total,
+        tax_inclusive=line_total + tax_total,
+        payable=line_total + tax_total,
+        buyer_reference=_text(data.get("buyer_reference") or data.get("account_number") or note.customer_id),
+        preceding_invoice=invoice.number,
+        preceding_invoice_date=invoice.issue_date,
+        note=_text(note.reason),
+        payment_terms=f"Credited against invoice {invoice.number}.",
+        payment_means=_payment_means(settings, invoice, customer),
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # export and validation
 
@@ -368,18 +473,26 @@ def write_einvoice(model: EInvoice, fmt: str, pdf: Callable[[], bytes]) -> bytes
 
 
 def validated_einvoice(
-    invoice: Invoice, customer: Mapping[str, Any] | None, settings: Settings, fmt: str
+    document: Invoice | CreditNote, customer: Mapping[str, Any] | None, settings: Settings, fmt: str
 ) -> ExportedInvoice:
-    """Build, write and validate ``invoice`` in ``fmt``; raises :class:`EInvoiceInvalidError`
-    (with the failed rules) or :class:`EInvoiceConfigError` (missing seller/customer data)."""
-    from connectors.einvoice.validation import validate
-    from sync_engine.invoice_docs import invoice_data, render_pdf
+    """Build, write and validate an invoice or credit note in ``fmt``; raises
+    :class:`EInvoiceInvalidError` (with the failed rules) or :class:`EInvoiceConfigError` (missing
+    seller/customer data)."""
+    from connectors.einvoice.facturx import FacturXError
+    from connectors.einvoice.validation import RuleFailure, validate
+    from sync_engine.documents import document_pdf
 
-    model = build_einvoice(invoice, customer, settings, fmt)
-    seller = settings.seller.model_dump() if settings.seller is not None else None
-    content = write_einvoice(
-        model, fmt, lambda: render_pdf(invoice_data(invoice, customer, seller), variant="pdf/a-3b")
-    )
+    if isinstance(document, CreditNote):
+        model = build_credit_note_einvoice(document, customer, settings, fmt)
+    else:
+        model = build_einvoice(document, customer, settings, fmt)
+    try:
+        content = write_einvoice(
+            model, fmt, lambda: document_pdf(document, customer, settings, variant="pdf/a-3b")
+        )
+    except FacturXError as exc:  # the factur-x library refused the XML or the PDF: never sent
+        failure = RuleFailure("FACTURX", "fatal", "file", str(exc), "schema")
+        raise EInvoiceInvalidError(model.number, fmt, [failure], b"") from exc
     report = validate(_xml_of(content), format=fmt, source=model.number)
     if not report.ok:
         raise EInvoiceInvalidError(model.number, fmt, list(report.errors), content)
@@ -388,14 +501,14 @@ def validated_einvoice(
 
 
 def export_einvoice(runtime: Runtime, number: str, fmt: str) -> ExportedInvoice:
-    """Stored invoice ``number`` as a validated e-invoice in ``fmt``."""
+    """Stored invoice or credit note ``number`` as a validated e-invoice in ``fmt``."""
+    from sync_engine.documents import customer_of, find_document
+
     with runtime.sessions() as session:
-        invoice = session.scalars(select(Invoice).where(Invoice.number == number)).first()
-        if invoice is None:
-            raise EInvoiceConfigError(f"no invoice {number}")
-        record = session.get(CanonicalRecord, invoice.customer_id)
-        customer = dict(record.data) if record is not None and record.entity == "customer" else None
-        return validated_einvoice(invoice, customer, runtime.settings, fmt)
+        document = find_document(session, number)
+        if document is None:
+            raise EInvoiceConfigError(f"no invoice or credit note {number}")
+        return validated_einvoice(document, customer_of(session, document), runtime.settings, fmt)
 
 
 def _xml_of(content: bytes) -> bytes:
@@ -409,15 +522,20 @@ def _xml_of(content: bytes) -> bytes:
 
 def validate_files(paths: list[Path], fmt: str | None = None) -> list[Any]:
     """Validate files (XML, or Factur-X PDFs: their embedded XML); one report per file."""
-    from connectors.einvoice.validation import validate
+    from connectors.einvoice.facturx import FacturXError
+    from connectors.einvoice.validation import RuleFailure, ValidationReport, validate
 
     reports = []
     for path in paths:
         content = path.read_bytes()
         pdf = content.startswith(b"%PDF")
-        reports.append(
-            validate(_xml_of(content), format=fmt or ("facturx" if pdf else None), source=str(path))
-        )
+        try:
+            xml = _xml_of(content)
+        except FacturXError as exc:  # a PDF that carries no invoice: reported, the others go on
+            failure = RuleFailure("XML", "fatal", "file", f"not a Factur-X / ZUGFeRD PDF: {exc}", "schema")
+            reports.append(ValidationReport(str(path), None, None, (failure,)))
+            continue
+        reports.append(validate(xml, format=fmt or ("facturx" if pdf else None), source=str(path)))
     return reports
 
 
@@ -433,13 +551,13 @@ def folder_wanted(settings: Settings) -> bool:
     return settings.einvoice.folder is not None and bool(settings.einvoice.folder_formats)
 
 
-def queue_folder_export(session: Session, invoice: Invoice) -> None:
-    """Owe ``invoice``'s e-invoice files to the folder, in the finalising transaction."""
+def queue_folder_export(session: Session, document_id: str) -> None:
+    """Owe an invoice's (or credit note's) e-invoice files to the folder, in the issuing transaction."""
     enqueue(
         session,
         destination=FOLDER_DESTINATION,
         entity=FOLDER_ENTITY,
-        canonical_id=invoice.id,
+        canonical_id=document_id,
         action="export",
         version="1",
     )
@@ -491,25 +609,26 @@ def run_folder_exports(runtime: Runtime) -> FolderExportResult:
 
 
 def _export_row(runtime: Runtime, row_id: int, folder: Path, result: FolderExportResult) -> None:
+    from sync_engine.documents import customer_of, load_document
+
     settings = runtime.settings
     with runtime.sessions() as session:
         row = session.get(OutboxItem, row_id)
         if row is None or row.status not in OPEN_STATUSES:
             return
-        invoice = session.get(Invoice, row.canonical_id)
-        if invoice is None or invoice.number is None:
+        document = load_document(session, row.canonical_id)
+        if document is None or document.number is None:
             return
-        record = session.get(CanonicalRecord, invoice.customer_id)
-        customer = dict(record.data) if record is not None and record.entity == "customer" else None
+        customer = customer_of(session, document)
         try:
             files = [
-                validated_einvoice(invoice, customer, settings, fmt)
+                validated_einvoice(document, customer, settings, fmt)
                 for fmt in settings.einvoice.folder_formats
             ]
             error = None
         except (EInvoiceInvalidError, EInvoiceConfigError) as exc:
             files, error = [], exc
-        number = invoice.number
+        number = document.number
     if error is not None:
         with runtime.transaction() as session:
             stored = session.get(OutboxItem, row_id)

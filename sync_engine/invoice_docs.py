@@ -24,11 +24,12 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup
 
 from billing import Currency
-from sync_engine.store.models import Invoice
+from sync_engine.store.models import CreditNote, Invoice
 
 __all__ = [
     "PLACEHOLDER_SELLER",
     "PdfUnavailableError",
+    "credit_note_data",
     "invoice_data",
     "render_html",
     "render_json",
@@ -180,6 +181,85 @@ def invoice_data(
     }
 
 
+def credit_note_data(
+    note: CreditNote,
+    invoice: Invoice,
+    customer: Mapping[str, Any] | None,
+    seller: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The document of a stored credit note, in the shape of :func:`invoice_data` (amounts credited,
+    positive) plus ``document: credit_note`` and ``credits``: the invoice it credits and why."""
+    currency = Currency.of(note.currency)
+
+    def money(value: Decimal) -> str:
+        return _amount(value, currency)
+
+    lines = [
+        {
+            "position": line.position,
+            "description": line.description,
+            "product_code": line.product_code,
+            "quantity": "1",
+            "unit_price": money(line.amount),
+            "amount": money(line.amount),
+            "discount": money(Decimal(0)),
+            "tax_id": line.tax_id,
+            "tax_rate": None if line.tax_rate is None else _plain(line.tax_rate),
+            "tax_inclusive": False,
+            "tax": money(line.tax_amount),
+            "period_start": _iso(line.period_start),
+            "period_end": _iso(line.period_end),
+        }
+        for line in note.lines
+    ]
+    taxes: dict[tuple[str, Decimal], dict[str, Any]] = {}
+    for line in note.lines:
+        if line.tax_id is None or line.tax_rate is None:
+            continue
+        entry = taxes.setdefault(
+            (line.tax_id, line.tax_rate),
+            {
+                "id": line.tax_id,
+                "name": line.tax_id,
+                "rate": _plain(line.tax_rate),
+                "inclusive": False,
+                "taxable": Decimal(0),
+                "amount": Decimal(0),
+            },
+        )
+        entry["taxable"] += line.amount
+        entry["amount"] += line.tax_amount
+    total = money(note.total)
+    return {
+        "document": "credit_note",
+        "number": note.number,
+        "status": note.status,
+        "currency": currency.code,
+        "issue_date": note.issue_date.isoformat(),
+        "due_date": None,
+        "period_start": None,
+        "period_end": None,
+        "credits": {
+            "number": invoice.number,
+            "issue_date": invoice.issue_date.isoformat(),
+            "reason": note.reason,
+        },
+        "seller": _seller(seller),
+        "buyer": _buyer(note.customer_id, customer),
+        "lines": lines,
+        "taxes": [
+            {**t, "taxable": money(t["taxable"]), "amount": money(t["amount"])} for t in taxes.values()
+        ],
+        "subtotal": money(note.subtotal),
+        "discount": money(Decimal(0)),
+        "tax": money(note.tax_total),
+        "total": total,
+        "amount_paid": money(Decimal(0)),
+        "amount_due": money(Decimal(0)),
+        "payment_instructions": f"Credited against invoice {invoice.number}: {currency.code} {total}.",
+    }
+
+
 def render_json(data: Mapping[str, Any]) -> str:
     """The document as pretty JSON (UTF-8 text, keys in document order)."""
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
@@ -234,10 +314,13 @@ def render_html(data: Mapping[str, Any]) -> str:
         {**tax, "taxable": shown(tax["taxable"]), "amount": shown(tax["amount"])} for tax in data["taxes"]
     ]
     template = _environment().get_template("invoice.html")
+    credit = data.get("document") == "credit_note"
     stylesheet = (TEMPLATES / "invoice.css").read_text(encoding="utf-8")
     return template.render(
         stylesheet=Markup(stylesheet),  # our own package file, not data: inserted as is
         number=data["number"],
+        title="Credit note" if credit else "Invoice",
+        credits=data.get("credits"),
         status=data["status"].replace("_", " "),
         currency=currency.code,
         issue_date=data["issue_date"],

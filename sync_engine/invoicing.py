@@ -231,7 +231,7 @@ def run_billing(
                     if deliver:  # the customer is owed the invoice from the moment it exists
                         queue_delivery(session, stored)
                     if to_folder:
-                        queue_folder_export(session, stored)
+                        queue_folder_export(session, stored.id)
                     for destination in destinations:
                         enqueue(
                             session,
@@ -390,9 +390,11 @@ def billing_invoice(invoice: Invoice) -> BillingInvoice:
         )
         for tax in invoice.tax_lines
     )
-    if invoice.status not in INVOICE_STATUSES:
+    # "overdue" is the receivables' word for open and late: to the billing module it is open
+    stored_status = "open" if invoice.status == "overdue" else invoice.status
+    if stored_status not in INVOICE_STATUSES:
         raise ValueError(f"invoice {invoice.number}: unknown status {invoice.status!r}")
-    status = cast(InvoiceStatus, invoice.status)
+    status = cast(InvoiceStatus, stored_status)
     return BillingInvoice(
         key=invoice.id,
         customer_id=invoice.customer_id,

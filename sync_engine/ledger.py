@@ -221,6 +221,9 @@ def _payment_txns(
             later[(applied, number)] = later.get((applied, number), ZERO) + allocation.amount
     allocated_now = sum((amount for _, amount in now), ZERO)
     postings: list[tuple[str, Decimal]] = [(money_account(ledger, payment), payment.amount)]
+    if payment.source == "credit_note":  # not money: revenue and tax given back
+        tax = Decimal(str((payment.details or {}).get("tax") or "0"))
+        postings = [(ledger.revenue, payment.amount - tax)] + ([(ledger.tax, tax)] if tax else [])
     postings += [(ledger.receivable, -amount) for _, amount in now]
     credit = payment.amount - allocated_now
     if credit:

@@ -45,8 +45,8 @@ from sync_engine.store.models import (
 from sync_engine.store.sequences import next_number
 
 PAYMENT_SERIES = "PAY"
-SOURCES = ("quickbooks", "stripe", "bank", "manual")
-METHODS = ("card", "bank_transfer", "direct_debit", "cash", "cheque", "gateway", "other")
+SOURCES = ("quickbooks", "stripe", "bank", "manual", "credit_note")
+METHODS = ("card", "bank_transfer", "direct_debit", "cash", "cheque", "gateway", "credit_note", "other")
 #: Statuses an invoice can be paid in; ``overdue`` is ``open``/``partially_paid`` past its due date.
 PAYABLE = ("open", "partially_paid", "overdue", "uncollectible")
 ZERO = Decimal("0")
@@ -431,7 +431,10 @@ def _queue_status(session: Session, settings: Settings, invoice: Invoice) -> Non
 
 
 def _queue_payment(session: Session, settings: Settings, payment: Payment) -> None:
-    """The payment goes to every accounting destination except the one it came from."""
+    """The payment goes to every accounting destination except the one it came from. A credit note
+    is not money received: it is not pushed as a payment (the invoice's status and balance are)."""
+    if payment.source == "credit_note":
+        return
     source_connection = settings.payments.quickbooks if payment.source == "quickbooks" else None
     for d in settings.destinations:
         if "payment" in d.mappings and d.connection != source_connection:

@@ -240,6 +240,62 @@ class InvoiceTaxLine(Base):
     invoice: Mapped[Invoice] = relationship(back_populates="tax_lines")
 
 
+class CreditNote(Base):
+    """A credit note: part or all of a finalised invoice given back, with its own number (series CN).
+
+    Amounts are positive (what is credited). ``total`` = ``subtotal`` + ``tax_total``, net of
+    discounts, as the credited invoice lines were. Issuing one records a receipt of source
+    ``credit_note`` allocated to the invoice, so the invoice's amount due, status and every system's
+    balance follow; a credit beyond what is still due becomes customer credit.
+    """
+
+    __tablename__ = "credit_notes"
+    __table_args__ = (UniqueConstraint("number", name="uq_credit_note_number"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    number: Mapped[str] = mapped_column(String(64))
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    issue_date: Mapped[dt.date]
+    reason: Mapped[str] = mapped_column(Text)
+    subtotal: Mapped[Decimal] = mapped_column(ExactDecimal())
+    tax_total: Mapped[Decimal] = mapped_column(ExactDecimal())
+    total: Mapped[Decimal] = mapped_column(ExactDecimal())
+    status: Mapped[str] = mapped_column(String(20), default="issued")
+    requested_by: Mapped[str | None] = mapped_column(String(120))
+    #: Where sending it to the customer stands (as ``Invoice.delivery_status``).
+    delivery_status: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    lines: Mapped[list[CreditNoteLine]] = relationship(
+        back_populates="credit_note", cascade="all, delete-orphan", order_by="CreditNoteLine.position"
+    )
+    invoice: Mapped[Invoice] = relationship()
+
+
+class CreditNoteLine(Base):
+    """One credited amount: part or all of one invoice line (``source_key``), net, with its tax."""
+
+    __tablename__ = "credit_note_lines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    credit_note_id: Mapped[str] = mapped_column(ForeignKey("credit_notes.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    invoice_line_position: Mapped[int] = mapped_column(Integer)
+    source_key: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text)
+    product_code: Mapped[str | None] = mapped_column(String(80))
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal())  # net credited
+    tax_amount: Mapped[Decimal] = mapped_column(ExactDecimal(), default=Decimal("0"))
+    tax_id: Mapped[str | None] = mapped_column(String(80))
+    tax_rate: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    period_start: Mapped[dt.date | None]
+    period_end: Mapped[dt.date | None]
+
+    credit_note: Mapped[CreditNote] = relationship(back_populates="lines")
+
+
 class NumberSequence(Base):
     """The next number of a gapless series; incremented in the finalising transaction."""
 
@@ -399,7 +455,11 @@ class InvoiceDelivery(Base):
     __tablename__ = "invoice_deliveries"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: The invoice the document belongs to (for a credit note: the invoice it credits).
     invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
+    #: The document sent: the invoice itself, or one of its credit notes.
+    document_kind: Mapped[str] = mapped_column(String(20), default="invoice", server_default="invoice")
+    document_number: Mapped[str | None] = mapped_column(String(64), index=True)
     channel: Mapped[str] = mapped_column(String(20))
     purpose: Mapped[str] = mapped_column(String(20))  # initial | resend
     status: Mapped[str] = mapped_column(String(20))

@@ -58,6 +58,20 @@ def test_demo_pushes_every_invoice_once_and_a_second_run_pushes_nothing(tmp_path
     assert first["dead_letters"] == 2 + bad  # the two accounts broken on purpose, and the bounces
     (print_file,) = first["print_files"]
     assert len(PdfReader(print_file).pages) >= missing
+    # customers who asked for e-invoices got them, each file validated before it went
+    assert set(first["invoices_delivered_by_format"]) == {"pdf", "peppol", "xrechnung", "facturx"}
+    # every invoice and credit note of the demo, in every format, passed the official rules ...
+    documents = first["invoices_finalised"] + first["credit_notes_issued"]
+    assert first["credit_notes_issued"] == first["credit_notes_delivered"] == 3
+    assert first["einvoice_files"] == {f: documents for f in ("cii", "facturx", "peppol", "ubl", "xrechnung")}
+    assert first["einvoices_invalid"] == 0
+    # ... and `billsync invoices validate` agrees, file by file
+    files = sorted(str(p) for p in (tmp_path / "einvoices").iterdir())
+    checked = subprocess.run(
+        [str(BILLSYNC), "invoices", "validate", *files], capture_output=True, text=True, timeout=600
+    )
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
+    assert f"{len(files)} files: {len(files)} valid, 0 invalid" in checked.stdout
     assert first["statement_lines_unmatched"] == 3  # the demo's unknown payers
     assert first["webhooks_refused"] == 2  # a forged event and an exact replay
     paid = first["invoices_paid"]
@@ -92,6 +106,7 @@ def test_demo_pushes_every_invoice_once_and_a_second_run_pushes_nothing(tmp_path
     assert second["invoice_mails_received"] == 0
     assert second["invoices_delivered"] == first["invoices_delivered"]
     assert second["print_files"] == first["print_files"]
+    assert second["einvoice_files"] == first["einvoice_files"] and second["credit_notes_issued"] == 3
 
 
 def test_demo_with_faults_still_delivers_every_invoice_once_to_both_systems(tmp_path: Path) -> None:
