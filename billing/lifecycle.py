@@ -161,11 +161,15 @@ def credit_note(
     if not reason.strip():
         raise ValueError("a credit note needs a reason")
     credited: dict[str, Decimal] = {}
+    credited_tax: dict[str, Decimal] = {}
     for note in previous:
         if note.invoice_key != invoice.key:
             raise ValueError(f"credit note {note.key} belongs to another invoice")
         for done in note.lines:
             credited[done.source_key] = credited.get(done.source_key, Decimal(0)) + done.amount.amount
+            credited_tax[done.source_key] = (
+                credited_tax.get(done.source_key, Decimal(0)) + done.tax_amount.amount
+            )
     by_key = {line.source_key: line for line in invoice.lines}
     wanted = {k: _creditable(v) for k, v in by_key.items()} if amounts is None else dict(amounts)
     lines: list[CreditNoteLine] = []
@@ -183,12 +187,15 @@ def credit_note(
             raise ValueError(f"line {source_key!r}: can credit from 0 to {left}, not {amount.amount}")
         if amount.amount == 0:
             continue
-        tax = Decimal(0) if line.tax_amount is None else line.tax_amount.amount * amount.amount / base
-        lines.append(
-            CreditNoteLine(
-                source_key, f"Credit: {line.description}", amount, Money(tax, invoice.currency).rounded()
-            )
-        )
+        # Tax follows the net amount, rounded on what has been credited so far: successive partial
+        # credits give back exactly the line's tax once the whole line is credited, never a cent off.
+        if line.tax_amount is None:
+            tax = Money(Decimal(0), invoice.currency)
+        else:
+            so_far = credited.get(source_key, Decimal(0)) + amount.amount
+            due = Money(line.tax_amount.amount * so_far / base, invoice.currency).rounded()
+            tax = Money(due.amount - credited_tax.get(source_key, Decimal(0)), invoice.currency)
+        lines.append(CreditNoteLine(source_key, f"Credit: {line.description}", amount, tax))
     if not lines:
         raise ValueError("a credit note needs at least one line with an amount")
     return CreditNote(

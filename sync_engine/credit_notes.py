@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billing import Currency, Money
@@ -96,6 +97,23 @@ def issue_credit_note(
     Returns :func:`credit_note_summary` of the new credit note. Raises :class:`CreditNoteError`.
     """
     day = as_of or dt.datetime.now(dt.UTC).date()
+    try:
+        return _issue(runtime, number, reason=reason, amounts=amounts, requested_by=requested_by, day=day)
+    except IntegrityError as exc:  # another credit note of this invoice was issued at the same moment
+        raise CreditNoteError(
+            f"another credit note for {number} was issued at the same moment; look at it and try again"
+        ) from exc
+
+
+def _issue(
+    runtime: Runtime,
+    number: str,
+    *,
+    reason: str,
+    amounts: Mapping[int, Decimal] | None,
+    requested_by: str,
+    day: dt.date,
+) -> dict[str, Any]:
     settings = runtime.settings
     with runtime.transaction() as session:
         invoice = session.scalars(select(Invoice).where(Invoice.number == number)).first()
@@ -122,11 +140,28 @@ def issue_credit_note(
                 raise CreditNoteError(f"invoice {number} is credited in full already")
         elif amounts is not None:
             wanted = {}
+            credited_so_far: dict[str, Decimal] = {}
+            for note in previous:
+                for done in note.lines:
+                    credited_so_far[done.source_key] = (
+                        credited_so_far.get(done.source_key, Decimal(0)) + done.amount
+                    )
+            nets = {line.source_key: line.net_amount.amount for line in value.lines}
             for position, amount in amounts.items():
                 line = by_position.get(position)
                 if line is None:
                     raise CreditNoteError(
                         f"invoice {number} has no line {position} (lines: {', '.join(map(str, by_position))})"
+                    )
+                if amount != amount.quantize(currency.quantum):
+                    raise CreditNoteError(
+                        f"line {position}: {amount} has more decimals than {currency.code} has cents"
+                    )
+                left = nets[line.source_key] - credited_so_far.get(line.source_key, Decimal(0))
+                if not min(left, Decimal(0)) <= amount <= max(left, Decimal(0)):
+                    raise CreditNoteError(
+                        f"invoice {number} line {position} ({line.description}): "
+                        f"{left.quantize(currency.quantum)} left to credit, not {amount}"
                     )
                 wanted[line.source_key] = Money(amount, currency)
         try:
@@ -169,9 +204,12 @@ def issue_credit_note(
         if folder_wanted(settings):
             queue_folder_export(session, stored.id)
         session.flush()
+        session.flush()
         summary = credit_note_summary(session, stored)
-        summary["applied_to_invoice"] = str(recorded.allocated.get(invoice.id, Decimal(0)))
-        summary["customer_credit"] = str(recorded.unapplied)
+        summary["applied_to_invoice"] = str(
+            recorded.allocated.get(invoice.id, Decimal(0)).quantize(currency.quantum)
+        )
+        summary["customer_credit"] = str(recorded.unapplied.quantize(currency.quantum))
         return summary
 
 

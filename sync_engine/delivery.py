@@ -51,7 +51,16 @@ from sqlalchemy.orm import Session
 
 from billing import Currency
 from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
-from sync_engine.documents import Document, document_pdf, find_document, invoice_id_of, kind_of, load_document
+from sync_engine.documents import (
+    Document,
+    document_pdf,
+    find_document,
+    invoice_id_of,
+    kind_of,
+    load_document,
+    sample_credit_note,
+    sample_invoice,
+)
 from sync_engine.logging import get_logger
 from sync_engine.mail_templates import MailTemplateError, RenderedMail, environment, render_mail
 from sync_engine.mailer import (
@@ -314,34 +323,7 @@ def render_invoice_mail(
 
 def check_delivery_templates(settings: Settings) -> list[str]:
     """Problems with the invoice templates, found by rendering each language once for a sample."""
-    sample = Invoice(
-        id="inv_sample",
-        customer_id="cus_sample",
-        series="INV",
-        number="INV-000000",
-        status="open",
-        currency="USD",
-        issue_date=dt.date(2026, 1, 1),
-        due_date=dt.date(2026, 1, 31),
-        subtotal=Decimal("100"),
-        tax_total=Decimal("0"),
-        total=Decimal("100"),
-        amount_paid=Decimal("0"),
-    )
-    note = CreditNote(
-        id="cn_sample",
-        number="CN-000000",
-        invoice_id=sample.id,
-        customer_id=sample.customer_id,
-        currency="USD",
-        issue_date=dt.date(2026, 1, 15),
-        reason="Sample reason",
-        subtotal=Decimal("10"),
-        tax_total=Decimal("0"),
-        total=Decimal("10"),
-        status="issued",
-    )
-    note.invoice = sample
+    sample, note = sample_invoice(), sample_credit_note()
     languages = {settings.delivery.default_language}
     for folder in _template_folders(settings):
         for path in (

@@ -7,11 +7,13 @@ the path an invoice does.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, Final, Literal
 
 from sqlalchemy import select
@@ -30,6 +32,8 @@ __all__ = [
     "invoice_id_of",
     "kind_of",
     "load_document",
+    "sample_credit_note",
+    "sample_invoice",
 ]
 
 Document = Invoice | CreditNote
@@ -71,6 +75,44 @@ def document_data(
     if isinstance(document, CreditNote):
         return credit_note_data(document, document.invoice, customer, seller)
     return invoice_data(document, customer, seller)
+
+
+def sample_invoice(status: str = "open") -> Invoice:
+    """An invoice that exists nowhere, to render templates with before a customer is due one."""
+    return Invoice(
+        id="inv_sample",
+        customer_id="cus_sample",
+        series="INV",
+        number="INV-000000",
+        status=status,
+        currency="USD",
+        issue_date=dt.date(2026, 1, 1),
+        due_date=dt.date(2026, 1, 31),
+        subtotal=Decimal("100"),
+        tax_total=Decimal("0"),
+        total=Decimal("100"),
+        amount_paid=Decimal("0"),
+    )
+
+
+def sample_credit_note() -> CreditNote:
+    """A credit note of :func:`sample_invoice`, for the same purpose."""
+    invoice = sample_invoice()
+    note = CreditNote(
+        id="cn_sample",
+        number="CN-000000",
+        invoice_id=invoice.id,
+        customer_id=invoice.customer_id,
+        currency=invoice.currency,
+        issue_date=dt.date(2026, 1, 15),
+        reason="Sample reason",
+        subtotal=Decimal("10"),
+        tax_total=Decimal("0"),
+        total=Decimal("10"),
+        status="issued",
+    )
+    note.invoice = invoice
+    return note
 
 
 #: Rendered PDFs by content: the mail, the print file and the Factur-X of one document share one

@@ -51,6 +51,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billing import Currency
+from sync_engine.documents import sample_invoice
 from sync_engine.invoice_docs import invoice_data, render_pdf
 from sync_engine.logging import get_logger
 from sync_engine.mail_templates import MailTemplateError, RenderedMail, environment, render_mail
@@ -194,20 +195,7 @@ def check_templates(settings: Settings) -> list[str]:
 
     Each template is rendered once for a sample invoice, so a typo shows before a customer is due.
     """
-    sample = Invoice(
-        id="inv_sample",
-        customer_id="cus_sample",
-        series="INV",
-        number="INV-000000",
-        status="overdue",
-        currency="USD",
-        issue_date=dt.date(2026, 1, 1),
-        due_date=dt.date(2026, 1, 31),
-        subtotal=Decimal("100"),
-        tax_total=Decimal("0"),
-        total=Decimal("100"),
-        amount_paid=Decimal("0"),
-    )
+    sample = sample_invoice("overdue")
     problems: list[str] = []
     seen: set[str] = set()
     for group, steps in settings.dunning.groups.items():

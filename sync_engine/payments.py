@@ -384,6 +384,9 @@ def _allocate(
     before = invoice.status
     if _settle(session, settings, invoice, as_of, paid_on=payment.received_on):
         recorded.changed[invoice.id] = (before, invoice.status)
+    else:  # same status, less due: the ERP and the CRM show what is due, so they learn it too
+        _queue_status(session, settings, invoice)
+        _queue_orders(session, settings, [invoice.id])
     session.flush()
 
 

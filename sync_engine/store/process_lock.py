@@ -32,7 +32,9 @@ def process_lock(engine: Engine, name: str) -> Iterator[bool]:
     """Try to take the lock ``name``; yields whether it was taken (never waits)."""
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection:
-            key = _key(name)
+            # advisory locks are per database: the schema keeps two billsync installations apart
+            schema = connection.execute(text("SELECT current_schema()")).scalar()
+            key = _key(f"{schema}:{name}")
             taken = bool(connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
             connection.commit()
             try:

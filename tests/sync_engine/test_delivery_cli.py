@@ -219,7 +219,7 @@ def test_deliveries_shows_every_attempt_with_its_outcome(
     assert lines[1].split()[0] == attempts[0]["at"]
 
     unknown = billsync(config, "invoices", "deliveries", "INV-999999")
-    assert unknown.exit_code == 1 and "no invoice INV-999999" in unknown.stderr
+    assert unknown.exit_code == 1 and "no invoice or credit note INV-999999" in unknown.stderr
 
 
 def test_resend_to_a_new_address_sends_a_new_message_recorded_with_who_asked(
@@ -368,7 +368,7 @@ def test_config_check_reports_a_delivery_template_with_an_undefined_variable(
     broken = billsync(config, "config", "check")
 
     assert broken.exit_code == 2
-    assert "delivery template (de)" in broken.output and "totl" in broken.output
+    assert "delivery template (invoice, de)" in broken.output and "totl" in broken.output
     assert "delivery template (en)" not in broken.output
 
     (templates / "invoice.de.txt").write_text(

@@ -1,23 +1,19 @@
 """The CII writer produces invoices the official EN 16931 and XRechnung rules accept.
 
-Each realistic invoice below is written for every CII format (plain EN 16931, XRechnung 3.0,
-Factur-X EN 16931) and run through billsync's own validator (XSD + Schematron): no fatal or error
-failure may remain. The other tests pin what the XML says (identifiers, codes, omitted elements),
+Each realistic invoice (``samples.py``, shared with the UBL and Factur-X tests) is written for every
+CII format (plain EN 16931, XRechnung 3.0, Factur-X EN 16931) and run through billsync's own
+validator (XSD + Schematron): no fatal or error failure may remain. The other tests pin what the XML says (identifiers, codes, omitted elements),
 and that each business term XRechnung demands beyond EN 16931 really is demanded.
-
-The builders (``de_invoice`` ...) are reused by ``test_facturx.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from lxml import etree
 
 from connectors.einvoice.cii import (
     CII_FORMATS,
@@ -27,315 +23,27 @@ from connectors.einvoice.cii import (
     CiiFormat,
     write_cii,
 )
-from connectors.einvoice.model import (
-    CREDIT_NOTE,
-    INVOICE,
-    Allowance,
-    EInvoice,
-    Line,
-    Party,
-    PaymentMeans,
-    TaxSubtotal,
+from connectors.einvoice.model import EInvoice
+from connectors.einvoice.validation import format_report, validate
+from tests.connectors.einvoice.samples import (
+    CII_SAMPLES,
+    LEITWEG_ID,
+    assert_valid,
+    card_invoice,
+    count,
+    credit_note,
+    direct_debit_invoice,
+    german_invoice,
+    parse,
+    text,
+    texts,
+    us_invoice,
 )
-from connectors.einvoice.validation import ValidationReport, format_report, validate
 
 D = Decimal
 EN16931_ID = "urn:cen.eu:en16931:2017"
 XRECHNUNG_ID = "urn:cen.eu:en16931:2017#compliant#urn:xeinkauf.de:kosit:xrechnung_3.0"
 PEPPOL_PROCESS = "urn:fdc:peppol.eu:2017:poacc:billing:01:1.0"
-
-# -- realistic invoices ---------------------------------------------------------------------------
-
-DE_SELLER = Party(
-    name="Nordlicht Software GmbH",
-    country="DE",
-    street="Hafenstraße 12",
-    city="Hamburg",
-    postal_code="20457",
-    vat_id="DE123456789",
-    tax_registration_id="22/815/08154",
-    legal_id="HRB 123456",
-    electronic_address="rechnung@nordlicht.example",
-    electronic_address_scheme="EM",
-    contact_name="Jana Petersen",
-    contact_phone="+49 40 1234567",
-    contact_email="jana.petersen@nordlicht.example",
-)
-DE_BUYER = Party(
-    name="Stadtwerke Musterstadt GmbH",
-    country="DE",
-    street="Am Markt 1",
-    additional_street="Gebäude B",
-    city="Musterstadt",
-    postal_code="12345",
-    vat_id="DE987654321",
-    electronic_address="04011000-12345-34",
-    electronic_address_scheme="0204",  # Leitweg-ID
-    contact_name="Zentraler Einkauf",
-)
-US_SELLER = Party(
-    name="Acme Cloud Inc.",
-    country="US",
-    street="500 Market Street",
-    city="San Francisco",
-    postal_code="94105",
-    subdivision="CA",
-    legal_id="5432109",
-    identifier="ACME-001",
-    electronic_address="billing@acme-cloud.example",
-    electronic_address_scheme="EM",
-    contact_name="Billing Team",
-    contact_phone="+1 415 555 0100",
-    contact_email="billing@acme-cloud.example",
-)
-DE_BUYER_WITHOUT_VAT_ID = Party(
-    name="Musterhandel GmbH",
-    country="DE",
-    street="Lindenallee 5",
-    city="Köln",
-    postal_code="50667",
-    electronic_address="ap@musterhandel.example",
-    electronic_address_scheme="EM",
-)
-LEITWEG_ID = "04011000-12345-34"
-
-
-def de_invoice() -> EInvoice:
-    """German B2G invoice: 19 % and 7 %, a discounted line, a price per 1000, a prepayment."""
-    lines = (
-        Line(
-            id="1",
-            name="Beratung",
-            description="IT-Beratung März 2024",
-            seller_item_id="CONS-H",
-            quantity=D("10"),
-            unit_code="HUR",
-            net_price=D("120.00"),
-            allowances=(Allowance(amount=D("120.00"), reason="Rabatt 10 %"),),
-            net_amount=D("1080.00"),
-            vat_category="S",
-            vat_rate=D("19"),
-            period_start=dt.date(2024, 3, 1),
-            period_end=dt.date(2024, 3, 31),
-        ),
-        Line(
-            id="2",
-            name="Fachbuch E-Rechnung",
-            quantity=D("3"),
-            net_price=D("25.00"),
-            net_amount=D("75.00"),
-            vat_category="S",
-            vat_rate=D("7"),
-        ),
-        Line(  # 1500 SMS at 4.50 per 1000: the price is exact only with its base quantity
-            id="3",
-            name="SMS-Versand",
-            quantity=D("1500"),
-            net_price=D("4.50"),
-            base_quantity=D("1000"),
-            net_amount=D("6.75"),
-            vat_category="S",
-            vat_rate=D("19"),
-        ),
-    )
-    return EInvoice(
-        number="RE-2024-0042",
-        issue_date=dt.date(2024, 4, 2),
-        type_code=INVOICE,
-        currency="EUR",
-        seller=DE_SELLER,
-        buyer=DE_BUYER,
-        lines=lines,
-        taxes=(
-            TaxSubtotal("S", D("19"), taxable=D("1086.75"), tax=D("206.48")),
-            TaxSubtotal("S", D("7"), taxable=D("75.00"), tax=D("5.25")),
-        ),
-        line_total=D("1161.75"),
-        tax_exclusive=D("1161.75"),
-        tax_total=D("211.73"),
-        tax_inclusive=D("1373.48"),
-        prepaid=D("373.48"),
-        payable=D("1000.00"),
-        due_date=dt.date(2024, 4, 16),
-        buyer_reference=LEITWEG_ID,
-        order_reference="PO-7781",
-        note="Vielen Dank für Ihren Auftrag.",
-        payment_terms="Zahlbar innerhalb von 14 Tagen ohne Abzug.",
-        period_start=dt.date(2024, 3, 1),
-        period_end=dt.date(2024, 3, 31),
-        payment_means=(
-            PaymentMeans(
-                code="58",
-                remittance="RE-2024-0042",
-                iban="DE89370400440532013000",
-                account_name="Nordlicht Software GmbH",
-                bic="COBADEFFXXX",
-            ),
-        ),
-    )
-
-
-def us_invoice() -> EInvoice:
-    """US seller, USD, not subject to VAT (category O): no VAT ids anywhere, no rates."""
-    line = Line(
-        id="1",
-        name="Cloud hosting plan Pro",
-        quantity=D("12"),
-        unit_code="MON",
-        net_price=D("49.00"),
-        net_amount=D("588.00"),
-        vat_category="O",
-        vat_rate=None,
-    )
-    return EInvoice(
-        number="ACME-10017",
-        issue_date=dt.date(2024, 5, 1),
-        type_code=INVOICE,
-        currency="USD",
-        seller=US_SELLER,
-        buyer=DE_BUYER_WITHOUT_VAT_ID,
-        lines=(line,),
-        taxes=(
-            TaxSubtotal(
-                "O",
-                None,
-                taxable=D("588.00"),
-                tax=D("0.00"),
-                exemption_reason="Not subject to VAT",
-                exemption_code="VATEX-EU-O",
-            ),
-        ),
-        line_total=D("588.00"),
-        tax_exclusive=D("588.00"),
-        tax_total=D("0.00"),
-        tax_inclusive=D("588.00"),
-        payable=D("588.00"),
-        due_date=dt.date(2024, 5, 31),
-        buyer_reference="MH-4711",
-        payment_means=(
-            PaymentMeans(
-                code="30",
-                remittance="ACME-10017",
-                iban="000123456789",  # BT-84 is any account identifier, here a US account number
-                account_name="Acme Cloud Inc.",
-                bic="CHASUS33",
-            ),
-        ),
-    )
-
-
-def credit_note() -> EInvoice:
-    """Credit note (381) for two hours of RE-2024-0042, refunded to the buyer's account."""
-    line = Line(
-        id="1",
-        name="Beratung (Gutschrift)",
-        quantity=D("2"),
-        unit_code="HUR",
-        net_price=D("120.00"),
-        net_amount=D("240.00"),
-        vat_category="S",
-        vat_rate=D("19"),
-    )
-    return EInvoice(
-        number="GS-2024-0007",
-        issue_date=dt.date(2024, 4, 20),
-        type_code=CREDIT_NOTE,
-        currency="EUR",
-        seller=DE_SELLER,
-        buyer=DE_BUYER,
-        lines=(line,),
-        taxes=(TaxSubtotal("S", D("19"), taxable=D("240.00"), tax=D("45.60")),),
-        line_total=D("240.00"),
-        tax_exclusive=D("240.00"),
-        tax_total=D("45.60"),
-        tax_inclusive=D("285.60"),
-        payable=D("285.60"),
-        due_date=dt.date(2024, 5, 4),
-        buyer_reference=LEITWEG_ID,
-        preceding_invoice="RE-2024-0042",
-        preceding_invoice_date=dt.date(2024, 4, 2),
-        payment_means=(
-            PaymentMeans(
-                code="58",
-                remittance="GS-2024-0007",
-                iban="DE02120300000000202051",
-                account_name="Stadtwerke Musterstadt GmbH",
-            ),
-        ),
-    )
-
-
-def direct_debit_invoice() -> EInvoice:
-    """Monthly maintenance collected by SEPA direct debit (mandate, creditor id, debited IBAN)."""
-    line = Line(
-        id="1",
-        name="Wartungsvertrag Mai 2024",
-        quantity=D("1"),
-        unit_code="MON",
-        net_price=D("99.00"),
-        net_amount=D("99.00"),
-        vat_category="S",
-        vat_rate=D("19"),
-        period_start=dt.date(2024, 5, 1),
-        period_end=dt.date(2024, 5, 31),
-    )
-    return EInvoice(
-        number="RE-2024-0051",
-        issue_date=dt.date(2024, 5, 2),
-        type_code=INVOICE,
-        currency="EUR",
-        seller=DE_SELLER,
-        buyer=DE_BUYER,
-        lines=(line,),
-        taxes=(TaxSubtotal("S", D("19"), taxable=D("99.00"), tax=D("18.81")),),
-        line_total=D("99.00"),
-        tax_exclusive=D("99.00"),
-        tax_total=D("18.81"),
-        tax_inclusive=D("117.81"),
-        payable=D("117.81"),
-        payment_terms="Der Betrag wird am 10.05.2024 per SEPA-Lastschrift eingezogen.",
-        buyer_reference=LEITWEG_ID,
-        payment_means=(
-            PaymentMeans(
-                code="59",
-                remittance="RE-2024-0051",
-                mandate_id="MANDAT-0815",
-                creditor_id="DE98ZZZ09999999999",
-                debited_account="DE02120300000000202051",
-            ),
-        ),
-    )
-
-
-INVOICES: dict[str, Callable[[], EInvoice]] = {
-    "de-19-7-discount-base-quantity": de_invoice,
-    "us-usd-not-subject-to-vat": us_invoice,
-    "credit-note": credit_note,
-    "sepa-direct-debit": direct_debit_invoice,
-}
-
-
-def assert_valid(report: ValidationReport) -> None:
-    assert report.ok, format_report(report)
-
-
-def parse(xml: bytes) -> etree._Element:
-    return etree.fromstring(xml)
-
-
-def texts(root: etree._Element, path: str) -> list[str]:
-    return [str(v) for v in root.xpath(path, namespaces=NSMAP)]
-
-
-def text(root: etree._Element, path: str) -> str:
-    found = texts(root, path)
-    assert len(found) == 1, f"{path}: {found}"
-    return found[0]
-
-
-def count(root: etree._Element, path: str) -> int:
-    return len(root.xpath(path, namespaces=NSMAP))
-
 
 SETTLEMENT = "/rsm:CrossIndustryInvoice/rsm:SupplyChainTradeTransaction/ram:ApplicableHeaderTradeSettlement"
 AGREEMENT = "/rsm:CrossIndustryInvoice/rsm:SupplyChainTradeTransaction/ram:ApplicableHeaderTradeAgreement"
@@ -348,9 +56,9 @@ PROCESS = "//ram:BusinessProcessSpecifiedDocumentContextParameter/ram:ID/text()"
 
 
 @pytest.mark.parametrize("fmt", CII_FORMATS)
-@pytest.mark.parametrize("name", list(INVOICES))
+@pytest.mark.parametrize("name", list(CII_SAMPLES))
 def test_written_invoice_passes_the_official_rules(name: str, fmt: CiiFormat) -> None:
-    report = validate(write_cii(INVOICES[name](), format=fmt), format=fmt, source=f"{name}.{fmt}.xml")
+    report = validate(write_cii(CII_SAMPLES[name](), format=fmt), format=fmt, source=f"{name}.{fmt}.xml")
     assert report.syntax == "cii"
     assert_valid(report)
 
@@ -358,7 +66,7 @@ def test_written_invoice_passes_the_official_rules(name: str, fmt: CiiFormat) ->
 @pytest.mark.parametrize("field", list(XRECHNUNG_REQUIRED))
 def test_each_xrechnung_requirement_is_enforced_beyond_en16931(field: str) -> None:
     """Blanking one listed field keeps the invoice EN 16931-valid but breaks XRechnung."""
-    invoice = _without(de_invoice(), field)
+    invoice = _without(german_invoice(), field)
     en16931 = validate(write_cii(invoice, format="cii"), format="cii")
     xrechnung = validate(write_cii(invoice, format="xrechnung"), format="xrechnung")
     assert_valid(en16931)
@@ -379,11 +87,9 @@ def _without(invoice: EInvoice, field: str) -> EInvoice:
 
 
 COMPLETE_MEANS: dict[str, Callable[[], EInvoice]] = {
-    "58": de_invoice,
+    "58": german_invoice,
     "59": direct_debit_invoice,
-    "48": lambda: dataclasses.replace(
-        de_invoice(), payment_means=(PaymentMeans(code="48", card_last4="4242"),)
-    ),
+    "48": card_invoice,
 }
 SAMPLE_VALUES = {
     "iban": "DE89370400440532013000",
@@ -424,7 +130,7 @@ def test_xrechnung_payment_means_fields_per_code(code: str, field: str, change: 
 
 
 def test_root_namespaces_and_declaration() -> None:
-    xml = write_cii(de_invoice())
+    xml = write_cii(german_invoice())
     assert xml.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n<rsm:CrossIndustryInvoice ')
     root = parse(xml)
     assert root.tag == "{urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100}CrossIndustryInvoice"
@@ -436,18 +142,18 @@ def test_root_namespaces_and_declaration() -> None:
     [("cii", EN16931_ID, []), ("facturx", EN16931_ID, []), ("xrechnung", XRECHNUNG_ID, [PEPPOL_PROCESS])],
 )
 def test_specification_identifier_per_format(fmt: CiiFormat, guideline: str, process: list[str]) -> None:
-    root = parse(write_cii(de_invoice(), format=fmt))
+    root = parse(write_cii(german_invoice(), format=fmt))
     assert texts(root, GUIDELINE) == [guideline]
     assert texts(root, PROCESS) == process
 
 
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown CII format 'peppol'"):
-        write_cii(de_invoice(), format="peppol")  # type: ignore[arg-type]
+        write_cii(german_invoice(), format="peppol")  # type: ignore[arg-type]
 
 
 def test_document_header_and_totals() -> None:
-    root = parse(write_cii(de_invoice()))
+    root = parse(write_cii(german_invoice()))
     assert text(root, "//rsm:ExchangedDocument/ram:ID/text()") == "RE-2024-0042"
     assert text(root, "//rsm:ExchangedDocument/ram:TypeCode/text()") == "380"
     assert text(root, "//rsm:ExchangedDocument/ram:IssueDateTime/udt:DateTimeString/@format") == "102"
@@ -476,7 +182,7 @@ def test_document_header_and_totals() -> None:
 
 
 def test_seller_party_identifiers_contact_and_address() -> None:
-    root = parse(write_cii(de_invoice()))
+    root = parse(write_cii(german_invoice()))
     seller = f"{AGREEMENT}/ram:SellerTradeParty"
     assert texts(root, f"{seller}/ram:SpecifiedTaxRegistration/ram:ID/@schemeID") == ["VA", "FC"]
     assert texts(root, f"{seller}/ram:SpecifiedTaxRegistration/ram:ID/text()") == [
@@ -484,7 +190,7 @@ def test_seller_party_identifiers_contact_and_address() -> None:
         "22/815/08154",
     ]
     assert text(root, f"{seller}/ram:SpecifiedLegalOrganization/ram:ID/text()") == "HRB 123456"
-    assert text(root, f"{seller}/ram:URIUniversalCommunication/ram:URIID/@schemeID") == "EM"
+    assert text(root, f"{seller}/ram:URIUniversalCommunication/ram:URIID/@schemeID") == "9930"
     contact = f"{seller}/ram:DefinedTradeContact"
     assert text(root, f"{contact}/ram:PersonName/text()") == "Jana Petersen"
     assert (
@@ -505,7 +211,7 @@ def test_seller_party_identifiers_contact_and_address() -> None:
 
 
 def test_line_with_discount_and_line_with_base_quantity() -> None:
-    root = parse(write_cii(de_invoice()))
+    root = parse(write_cii(german_invoice()))
     discount = f"{LINE}[1]/ram:SpecifiedLineTradeSettlement/ram:SpecifiedTradeAllowanceCharge"
     assert text(root, f"{discount}/ram:ChargeIndicator/udt:Indicator/text()") == "false"
     assert text(root, f"{discount}/ram:ActualAmount/text()") == "120.00"
@@ -523,7 +229,7 @@ def test_line_with_discount_and_line_with_base_quantity() -> None:
 
 
 def test_optional_elements_are_left_out_not_written_empty() -> None:
-    root = parse(write_cii(de_invoice()))
+    root = parse(write_cii(german_invoice()))
     plain_line = f"{LINE}[2]"
     for absent in (
         "ram:SpecifiedTradeProduct/ram:SellerAssignedID",
@@ -610,7 +316,7 @@ def test_direct_debit_mandate_creditor_id_and_debited_account() -> None:
 
 
 def test_credit_transfer_account_and_bic() -> None:
-    root = parse(write_cii(de_invoice()))
+    root = parse(write_cii(german_invoice()))
     means = f"{SETTLEMENT}/ram:SpecifiedTradeSettlementPaymentMeans"
     assert text(root, f"{means}/ram:TypeCode/text()") == "58"
     assert (
@@ -627,7 +333,7 @@ def test_credit_transfer_account_and_bic() -> None:
 
 
 def test_decimals_are_written_without_exponent() -> None:
-    invoice = de_invoice()
+    invoice = german_invoice()
     line = dataclasses.replace(
         invoice.lines[1], quantity=D("3E+0"), net_price=D("2.5E+1"), net_amount=D("7.5E+1")
     )

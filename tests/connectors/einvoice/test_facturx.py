@@ -20,8 +20,8 @@ from pypdf.generic import ArrayObject, DictionaryObject
 from connectors.einvoice.cii import write_cii
 from connectors.einvoice.facturx import FACTURX_FILENAME, FacturXError, extract_xml, write_facturx
 from connectors.einvoice.model import EInvoice
-from connectors.einvoice.validation import format_report, validate
-from tests.connectors.einvoice.test_cii import INVOICES, credit_note, de_invoice
+from connectors.einvoice.validation import validate
+from tests.connectors.einvoice.samples import CII_SAMPLES, assert_valid, credit_note, german_invoice
 
 VISIBLE_TEXT = "Invoice INV-1 total 100.00"
 XMP_NS = {
@@ -46,17 +46,16 @@ def pdfa3() -> bytes:
     return _render("pdf/a-3b")
 
 
-@pytest.mark.parametrize("name", list(INVOICES))
+@pytest.mark.parametrize("name", list(CII_SAMPLES))
 def test_embedded_xml_round_trips_and_validates(name: str, pdfa3: bytes) -> None:
-    invoice: EInvoice = INVOICES[name]()
+    invoice: EInvoice = CII_SAMPLES[name]()
     xml = extract_xml(write_facturx(invoice, pdfa3))
     assert xml == write_cii(invoice, format="facturx")
-    report = validate(xml, format="facturx", source=f"{name}.pdf#{FACTURX_FILENAME}")
-    assert report.ok, format_report(report)
+    assert_valid(validate(xml, format="facturx", source=f"{name}.pdf#{FACTURX_FILENAME}"))
 
 
 def test_pdf_carries_factur_x_attachment_metadata_and_the_visible_page(pdfa3: bytes) -> None:
-    reader = PdfReader(BytesIO(write_facturx(de_invoice(), pdfa3, lang="de-DE")))
+    reader = PdfReader(BytesIO(write_facturx(german_invoice(), pdfa3, lang="de-DE")))
 
     assert list(reader.attachments) == [FACTURX_FILENAME]
     catalog = reader.root_object
@@ -90,7 +89,7 @@ def test_credit_note_metadata_says_credit_note(pdfa3: bytes) -> None:
 
 def test_plain_pdf_is_refused() -> None:
     with pytest.raises(FacturXError, match="PDF/A-3"):
-        write_facturx(de_invoice(), _render(None))
+        write_facturx(german_invoice(), _render(None))
 
 
 @pytest.mark.parametrize(
@@ -107,7 +106,9 @@ def test_extract_from_a_pdf_without_invoice_xml_fails(make_pdf: Callable[[], byt
 
 def test_schema_invalid_embedded_xml_still_comes_out_for_the_validator(pdfa3: bytes) -> None:
     """A broken Factur-X from elsewhere must be reported as broken, not as 'no XML found'."""
-    broken = write_cii(de_invoice(), format="facturx").replace(b"<ram:ApplicableHeaderTradeDelivery/>", b"")
+    broken = write_cii(german_invoice(), format="facturx").replace(
+        b"<ram:ApplicableHeaderTradeDelivery/>", b""
+    )
     pdf = facturx.generate_from_binary(pdfa3, broken, flavor="factur-x", level="en16931", check_xsd=False)
     xml = extract_xml(pdf)
     assert xml == broken
