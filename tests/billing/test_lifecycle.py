@@ -8,6 +8,7 @@ import pytest
 
 from billing.engine import Change, Subscription, generate
 from billing.lifecycle import (
+    CreditNote,
     InvalidTransitionError,
     credit_note,
     finalize,
@@ -166,3 +167,35 @@ def test_credit_notes_need_a_finalised_invoice_and_their_own_previous_notes() ->
         credit_note(a, key="cn", issue_date=date(2024, 2, 1), reason="r", previous=[other])
     with pytest.raises(ValueError, match="needs a number"):
         issue_credit_note(other, "")
+
+
+def test_partial_credits_give_back_exactly_the_line_s_tax_however_they_split_it() -> None:
+    """Thirds of 100 at 10 %: tax is rounded on what has been credited so far (3.33, 3.34, 3.33), so
+    the whole line's 10.00 comes back and no cent is left that no credit note could clear."""
+    inv = finalize(draft()[0], "A-1")
+    key = inv.lines[0].source_key
+    notes: list[CreditNote] = []
+    for n, amount in enumerate(("33.33", "33.33", "33.34"), start=1):
+        note = credit_note(
+            inv,
+            key=f"cn{n}",
+            issue_date=date(2024, 2, 1),
+            reason="r",
+            amounts={key: usd(amount)},
+            previous=notes,
+        )
+        notes.append(issue_credit_note(note, f"CN-{n}"))
+    assert [n.tax_total for n in notes] == [usd("3.33"), usd("3.34"), usd("3.33")]
+    assert sum((n.total.amount for n in notes), D(0)) == inv.total.amount
+
+
+def test_a_line_without_tax_is_credited_without_tax() -> None:
+    result = generate(
+        as_of=date(2024, 1, 31),
+        customers=[Customer("c", "USD")],
+        prices=[PriceSpec("p", USD, "recurring", D("100"), interval="month")],
+        subscriptions=[Subscription("s", "c", "p", date(2024, 1, 1))],
+    )
+    inv = finalize(result.invoices[0], "A-2")
+    note = credit_note(inv, key="cn", issue_date=date(2024, 2, 1), reason="r")
+    assert (note.subtotal, note.tax_total, note.total) == (usd("100.00"), usd("0.00"), usd("100.00"))
