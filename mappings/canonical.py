@@ -126,6 +126,41 @@ class Payment(CanonicalModel):
     _currency = field_validator("currency")(_known_currency)
 
 
+class CreditNoteLine(CanonicalModel):
+    description: str
+    amount: Decimal
+    product_id: str | None = None
+
+
+class CreditNote(CanonicalModel):
+    """Part or all of an invoice given back, with its own number; what accounting systems book."""
+
+    number: str
+    customer_id: str
+    invoice_id: str
+    currency: CurrencyCode
+    issue_date: dt.date
+    reason: str
+    total: Decimal = Field(ge=0)
+    lines: list[CreditNoteLine] = Field(default_factory=list)
+
+    _currency = field_validator("currency")(_known_currency)
+
+
+class CreditApplication(CanonicalModel):
+    """Some of a credit note set against one invoice (in QBO: a zero-total Payment linking both)."""
+
+    customer_id: str
+    credit_note_id: str
+    invoice_id: str
+    amount: Decimal = Field(gt=0)
+    currency: CurrencyCode
+    applied_on: dt.date
+    reference: str
+
+    _currency = field_validator("currency")(_known_currency)
+
+
 class InvoiceStatus(CanonicalModel):
     """Where an invoice stands with the customer; what flows back to the ERP and the CRM."""
 
@@ -171,6 +206,8 @@ ENTITY_MODELS: dict[str, type[CanonicalModel]] = {
     "order": Order,
     "order_line": OrderLine,
     "payment": Payment,
+    "credit_note": CreditNote,
+    "credit_application": CreditApplication,
     "invoice_status": InvoiceStatus,
     "customer_balance": CustomerBalance,
     "order_balance": OrderBalance,

@@ -16,8 +16,11 @@ What issuing one does, in one transaction (all or nothing):
 - owes the customer its delivery (the same e-mail path as invoices) and, when configured, the
   e-invoice file (type 381, referring to the invoice).
 
-Nothing is pushed to QuickBooks as a Payment for a credit note (a credit note is not money
-received); the ledger books it against revenue and tax, not a bank account.
+Accounting systems book it as what it is: with the mappings ``credit_note``
+(``builtin:quickbooks/credit_memo.out``, a CreditMemo) and ``credit_application``
+(``builtin:quickbooks/credit_application.out``, a zero-total Payment linking the CreditMemo and the
+invoice, QBO's way of applying a credit), never as money received. The ledger books it against
+revenue and tax, not a bank account.
 """
 
 from __future__ import annotations
@@ -40,9 +43,10 @@ from billing.lifecycle import CreditNoteLine as BillingCreditNoteLine
 from sync_engine.delivery import delivery_wanted, queue_document_delivery
 from sync_engine.einvoices import folder_wanted, queue_folder_export
 from sync_engine.invoicing import billing_invoice
+from sync_engine.outbox import enqueue
 from sync_engine.payments import Receipt, record_payment
 from sync_engine.runtime import Runtime
-from sync_engine.store.models import CreditNote, CreditNoteLine, Invoice
+from sync_engine.store.models import CreditNote, CreditNoteLine, Invoice, Payment, PaymentAllocation
 from sync_engine.store.sequences import next_number
 
 __all__ = ["CREDIT_NOTE_SERIES", "CreditNoteError", "credit_note_summary", "issue_credit_note"]
@@ -198,6 +202,16 @@ def _issue(
             ),
             as_of=day,
         )
+        for destination in settings.destinations:  # the accounting systems book it too
+            if "credit_note" in destination.mappings:
+                enqueue(
+                    session,
+                    destination=destination.name,
+                    entity="credit_note",
+                    canonical_id=stored.id,
+                    action="create",
+                    version="1",
+                )
         if delivery_wanted(settings):
             queue_document_delivery(session, stored.id)
             stored.delivery_status = "pending"
@@ -277,3 +291,58 @@ def credit_note_summary(session: Session, note: CreditNote) -> dict[str, Any]:
             for line in note.lines
         ],
     }
+
+
+# --------------------------------------------------------------------------------------------
+# what accounting systems get
+
+
+def credit_note_document(note: CreditNote, products: Mapping[str, str]) -> dict[str, Any]:
+    """The canonical credit note (``mappings.canonical.CreditNote``); ``products``: code -> id."""
+    quantum = Currency.of(note.currency).quantum
+    return {
+        "id": note.id,
+        "number": note.number,
+        "customer_id": note.customer_id,
+        "invoice_id": note.invoice_id,
+        "currency": note.currency,
+        "issue_date": note.issue_date.isoformat(),
+        "reason": note.reason,
+        "total": note.total.quantize(quantum),
+        "lines": [
+            {
+                "description": line.description,
+                "amount": line.amount.quantize(quantum),
+                "product_id": products.get(line.product_code or ""),
+            }
+            for line in note.lines
+        ],
+    }
+
+
+def credit_application_documents(session: Session, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Canonical credit applications by allocation id: what part of which credit note went to
+    which invoice (``mappings.canonical.CreditApplication``)."""
+    wanted = [int(i) for i in ids if i.isdigit()]
+    rows = session.execute(
+        select(PaymentAllocation, Payment)
+        .join(Payment, PaymentAllocation.payment_id == Payment.id)
+        .where(PaymentAllocation.id.in_(wanted), Payment.source == SOURCE)
+    ).all()
+    numbers = {p.source_ref for _, p in rows}
+    notes = {n.number: n for n in session.scalars(select(CreditNote).where(CreditNote.number.in_(numbers)))}
+    documents = {}
+    for allocation, payment in rows:
+        note = notes.get(payment.source_ref)
+        if note is None or allocation.amount <= 0:
+            continue
+        documents[str(allocation.id)] = {
+            "customer_id": payment.customer_id,
+            "credit_note_id": note.id,
+            "invoice_id": allocation.invoice_id,
+            "amount": allocation.amount.quantize(Currency.of(payment.currency).quantum),
+            "currency": payment.currency,
+            "applied_on": allocation.applied_on.isoformat(),
+            "reference": f"{note.number}/{allocation.id}"[:21],
+        }
+    return documents

@@ -182,6 +182,9 @@ def write_workdir(
         }
     # payments made outside QuickBooks (cards, transfers) go to QuickBooks, applied to their invoices
     config["destinations"][0]["mappings"]["payment"] = "builtin:quickbooks/payment.out"
+    # credit notes become CreditMemos, set against their invoices by zero-total payments
+    config["destinations"][0]["mappings"]["credit_note"] = "builtin:quickbooks/credit_memo.out"
+    config["destinations"][0]["mappings"]["credit_application"] = "builtin:quickbooks/credit_application.out"
     config["payments"] = {
         "quickbooks": "quickbooks",
         "bank_account": {"name": "Demo Bank", "iban": DEMO_BANK_IBAN, "currency": "EUR"},

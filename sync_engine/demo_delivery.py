@@ -112,8 +112,8 @@ def _einvoice_files(runtime: Runtime) -> dict[str, int]:
 
 def issue_demo_credit_notes(runtime: Runtime, today: dt.date) -> list[str]:
     """Credit a tenth of the first line of three open invoices (an XRechnung and a Factur-X customer,
-    and one in USD), as support would after a complaint. Partial credits on invoices the demo's
-    customers do not pay: QuickBooks is not told of credit notes yet (see docs/einvoices.md)."""
+    and one in USD), as support would after a complaint. QuickBooks gets each as a CreditMemo set
+    against its invoice, so every system agrees on what is still due."""
     from sync_engine.credit_notes import issue_credit_note
 
     with runtime.sessions() as session:

@@ -375,9 +375,21 @@ def _allocate(
     amount = min(amount, amount_due(invoice), payment.unapplied)
     if amount <= 0:
         return
-    payment.allocations.append(
-        PaymentAllocation(invoice_id=invoice.id, amount=amount, applied_on=applied_on or payment.received_on)
+    allocation = PaymentAllocation(
+        invoice_id=invoice.id, amount=amount, applied_on=applied_on or payment.received_on
     )
+    payment.allocations.append(allocation)
+    if payment.source == "credit_note":  # accounting systems set the credit against the invoice too
+        session.flush()
+        for destination in _destinations(settings, "credit_application"):
+            enqueue(
+                session,
+                destination=destination,
+                entity="credit_application",
+                canonical_id=str(allocation.id),
+                action="create",
+                version="1",
+            )
     payment.unapplied -= amount
     invoice.amount_paid = (invoice.amount_paid or ZERO) + amount
     recorded.allocated[invoice.id] = recorded.allocated.get(invoice.id, ZERO) + amount

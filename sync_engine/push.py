@@ -22,6 +22,7 @@ from sqlalchemy import select
 from connectors.errors import AuthError, FatalError, RecordError, RetryableError
 from mappings.engine import Mapper, MappingError
 from sync_engine.bindings import BindingLookups, bind, bindings_by_canonical, payload_hash
+from sync_engine.credit_notes import credit_application_documents, credit_note_document
 from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
 from sync_engine.destinations import Destination, Outcome, Write
 from sync_engine.invoice_status import invoice_status_document
@@ -30,14 +31,24 @@ from sync_engine.outbox import enqueue
 from sync_engine.payments import customer_balance_document, order_balance_documents, payment_document
 from sync_engine.runtime import Runtime, StopRequested
 from sync_engine.settings import DestinationSettings
-from sync_engine.store.models import CanonicalRecord, Invoice, OutboxItem, Payment, SyncRun, utcnow
+from sync_engine.store.models import (
+    CanonicalRecord,
+    CreditNote,
+    Invoice,
+    OutboxItem,
+    Payment,
+    SyncRun,
+    utcnow,
+)
 
 ORDER = (
     "customer",
     "product",
     "invoice",
+    "credit_note",
     "invoice_status",
     "payment",
+    "credit_application",
     "customer_balance",
     "order_balance",
 )
@@ -402,6 +413,17 @@ def _documents(session: Any, entity: str, ids: list[str]) -> dict[str, dict[str,
     if entity == "payment":
         payments = session.scalars(select(Payment).where(Payment.id.in_(ids)))
         return {p.id: payment_document(p) for p in payments}
+    if entity == "credit_note":
+        products = {
+            data["code"]: cid
+            for cid, data in session.execute(
+                select(CanonicalRecord.id, CanonicalRecord.data).where(CanonicalRecord.entity == "product")
+            )
+        }
+        notes = session.scalars(select(CreditNote).where(CreditNote.id.in_(ids)))
+        return {note.id: credit_note_document(note, products) for note in notes}
+    if entity == "credit_application":
+        return credit_application_documents(session, ids)
     if entity == "order_balance":
         return order_balance_documents(session, ids)
     if entity == "customer_balance":

@@ -99,7 +99,11 @@ def _record_page(
 ) -> str | None:
     mapper = Mapper(spec, BindingLookups(session, {spec.system: system}))
     ids = [str(p.get("Id")) for p in page]
-    known = bindings_by_external(session, system, "payment", ids)
+    # billsync's own writes: its payments, and the zero-total payments that apply its credit notes
+    known = {
+        **bindings_by_external(session, system, "payment", ids),
+        **bindings_by_external(session, system, "credit_application", ids),
+    }
     ours = set(
         session.scalars(
             select(Payment.number).where(Payment.number.in_([str(p.get("PaymentRefNum")) for p in page]))
@@ -113,6 +117,9 @@ def _record_page(
             newest = updated
         qbo_id = str(remote.get("Id"))
         if qbo_id in known or str(remote.get("PaymentRefNum")) in ours or remote.get("status") == "Deleted":
+            result.skipped += 1
+            continue
+        if _credit_only(remote):  # a credit memo set against an invoice: no money came in
             result.skipped += 1
             continue
         try:
@@ -167,3 +174,19 @@ def _last_updated(remote: dict[str, Any]) -> str | None:
     if not value:
         return None
     return dt.datetime.fromisoformat(str(value)).astimezone(dt.UTC).isoformat()
+
+
+def _credit_only(remote: dict[str, Any]) -> bool:
+    """A zero-total payment whose lines apply a CreditMemo: QBO's way of applying a credit."""
+    try:
+        total = Decimal(str(remote.get("TotalAmt") or "0"))
+    except ArithmeticError:
+        return False
+    links = [
+        link.get("TxnType")
+        for line in remote.get("Line") or []
+        if isinstance(line, dict)
+        for link in (line.get("LinkedTxn") or [])
+        if isinstance(link, dict)
+    ]
+    return total == 0 and "CreditMemo" in links

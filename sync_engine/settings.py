@@ -111,6 +111,8 @@ class DestinationSettings(BaseModel):
             "invoice",
             "invoice_status",
             "payment",
+            "credit_note",
+            "credit_application",
             "customer_balance",
             "order_balance",
         ],

@@ -1,5 +1,5 @@
-"""A loopback emulator of QuickBooks Online v3 (Customer, Item, Invoice, Payment, PaymentMethod, CDC) and
-Intuit's OAuth2 server.
+"""A loopback emulator of QuickBooks Online v3 (Customer, Item, Invoice, CreditMemo, Payment, PaymentMethod,
+CDC) and Intuit's OAuth2 server.
 
 It speaks the real JSON shapes (entity envelopes, ``QueryResponse``, ``Fault``, ``BatchItemResponse``,
 the gateway's lower-case 401 body and the 429 throttle as XML), keeps state, and enforces the limits
@@ -8,7 +8,14 @@ the connector has to live with: rotating refresh tokens, expiring access tokens,
 Payments are applied as QBO applies them: each line's ``LinkedTxn`` must be an open Invoice of the same
 customer, no line may exceed the invoice's open ``Balance``, the lines may not exceed ``TotalAmt`` (the
 rest is ``UnappliedAmt``); applying, changing or deleting a payment moves the invoice's ``Balance``,
-``LinkedTxn``, ``SyncToken`` and ``LastUpdatedTime``. Change Data Capture (``GET .../cdc``) answers the
+``LinkedTxn``, ``SyncToken`` and ``LastUpdatedTime``. A CreditMemo is a sales form like an Invoice (same
+customer, currency, item and line rules, one DocNumber sequence); its ``Balance`` and ``RemainingCredit``
+are its ``TotalAmt`` less what payments applied of it. It is applied to an invoice as QBO's API documents:
+a Payment (usually of ``TotalAmt`` 0) with one line linking the Invoice and one linking the CreditMemo, each
+of the amount applied; ``TotalAmt`` must cover the invoice lines less the credit lines (the rest is
+``UnappliedAmt``), the credit lines may not exceed the memo's ``RemainingCredit`` nor the invoice lines,
+and applying, changing or deleting the payment moves the memo's ``Balance``, ``RemainingCredit`` and
+``LinkedTxn`` as it moves the invoice's. Change Data Capture (``GET .../cdc``) answers the
 entities changed since a time within the last 30 days, deletions as ``status: Deleted``.
 Approximations are marked as such where the real error code is not documented. Each request runs on
 its own server thread; all state changes happen under the base class's re-entrant ``_lock``.
@@ -50,6 +57,7 @@ ENTITIES = {
     "customer": "Customer",
     "item": "Item",
     "invoice": "Invoice",
+    "creditmemo": "CreditMemo",
     "payment": "Payment",
     "paymentmethod": "PaymentMethod",
 }
@@ -441,6 +449,7 @@ class QuickBooksSandbox(Sandbox):
         self._names: dict[str, dict[str, str]] = {"Customer": {}, "Item": {}}  # lower-case name -> Id
         self._deleted: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in ENTITIES.values()}
         self._links: dict[str, dict[str, Decimal]] = {}  # Invoice Id -> Payment Id -> amount applied
+        self._credit_links: dict[str, dict[str, Decimal]] = {}  # CreditMemo Id -> Payment Id -> amount used
         self._clock_offset = dt.timedelta(0)
         self.cdc_limit = CDC_LIMIT
         self._by_request_id: dict[str, Response] = {}
@@ -456,7 +465,7 @@ class QuickBooksSandbox(Sandbox):
         self.route("GET", r"/\.well-known/openid_configuration/?", self._discovery, faults=False)
         self.route("POST", r"/oauth2/v1/tokens/bearer", self._token, faults=False)
         company = r"/v3/company/(?P<realm>[^/]+)"
-        entity = r"(?P<entity>customer|item|invoice|payment|paymentmethod)"
+        entity = r"(?P<entity>customer|item|invoice|creditmemo|payment|paymentmethod)"
         self.route("POST", rf"{company}/{entity}", self._api(self._write, write=True))
         self.route("GET", rf"{company}/{entity}/(?P<id>[^/]+)", self._api(self._read))
         self.route("POST", rf"{company}/query", self._api(self._query))
@@ -633,6 +642,14 @@ class QuickBooksSandbox(Sandbox):
                 raise KeyError(f"no Invoice {invoice_id}")
             return _decimal(invoice["Balance"], "Balance")
 
+    def credit_memo_remaining(self, credit_memo_id: str) -> Decimal:
+        """The credit of a credit memo not applied yet (its ``RemainingCredit``)."""
+        with self._lock:
+            memo = self._store["CreditMemo"].get(str(credit_memo_id))
+            if memo is None:
+                raise KeyError(f"no CreditMemo {credit_memo_id}")
+            return _decimal(memo["RemainingCredit"], "RemainingCredit")
+
     def _payment_method_id(self, method: str) -> str:
         methods = self._store["PaymentMethod"]
         if method in methods:
@@ -688,10 +705,11 @@ class QuickBooksSandbox(Sandbox):
             deleted = state.get("deleted", {})
             self._deleted = {name: dict(deleted.get(name, {})) for name in ENTITIES.values()}
             self._clock_offset = dt.timedelta(seconds=float(state.get("clock_offset", "0")))
-            self._links = {}
+            self._links, self._credit_links = {}, {}
             for payment in self._store["Payment"].values():
-                for invoice_id, applied in _allocations(payment).items():
-                    self._links.setdefault(invoice_id, {})[payment["Id"]] = applied
+                for links, txn_type in ((self._links, "Invoice"), (self._credit_links, "CreditMemo")):
+                    for txn_id, applied in _allocations(payment, txn_type).items():
+                        links.setdefault(txn_id, {})[payment["Id"]] = applied
             self._next_doc_number = int(state["next_doc_number"])
             self._refresh_token = state["refresh_token"]
             self._refresh_expires = float(state["refresh_expires"])
@@ -1043,6 +1061,7 @@ class QuickBooksSandbox(Sandbox):
             "Customer": self._customer,
             "Item": self._item,
             "Invoice": self._invoice,
+            "CreditMemo": self._credit_memo,
             "Payment": self._payment,
             "PaymentMethod": self._payment_method,
         }
@@ -1057,7 +1076,7 @@ class QuickBooksSandbox(Sandbox):
             names[str(entity["FullyQualifiedName"]).lower()] = entity["Id"]
         store[entity["Id"]] = entity
         if name == "Payment":
-            self._settle(entity["Id"], _allocations(previous), _allocations(entity), now)
+            self._settle(entity["Id"], previous, entity, now)
         self.applied_writes += 1
         return copy.deepcopy(entity)
 
@@ -1089,7 +1108,7 @@ class QuickBooksSandbox(Sandbox):
         now = self._now_text("seconds")
         del self._store[name][current["Id"]]
         if name == "Payment":
-            self._settle(current["Id"], _allocations(current), {}, now)
+            self._settle(current["Id"], current, None, now)
         self._deleted[name][current["Id"]] = {
             "domain": "QBO",
             "status": "Deleted",
@@ -1100,34 +1119,29 @@ class QuickBooksSandbox(Sandbox):
         return {"domain": "QBO", "status": "Deleted", "Id": current["Id"]}
 
     def _settle(
-        self, payment_id: str, before: Mapping[str, Decimal], after: Mapping[str, Decimal], now: str
+        self, payment_id: str, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, now: str
     ) -> None:
-        """Move the invoices' open balances by what a payment applies to them now instead of before;
-        an invoice whose application changed gets a new SyncToken and LastUpdatedTime, as in QBO."""
-        for invoice_id in sorted(set(before) | set(after), key=int):
-            old, new = before.get(invoice_id, Decimal("0")), after.get(invoice_id, Decimal("0"))
-            links = self._links.setdefault(invoice_id, {})
-            if new:
-                links[payment_id] = new
-            else:
-                links.pop(payment_id, None)
-            invoice = self._store["Invoice"].get(invoice_id)
-            if invoice is None or old == new:
-                continue
-            invoice["Balance"] = _decimal(invoice["Balance"], "Balance") - (new - old)
-            invoice["LinkedTxn"] = self._invoice_links(invoice_id, invoice.get("LinkedTxn"))
-            invoice["SyncToken"] = str(int(invoice["SyncToken"]) + 1)
-            invoice["MetaData"] = {**invoice["MetaData"], "LastUpdatedTime": now}
-
-    def _invoice_links(self, invoice_id: str, given: Any) -> list[dict[str, Any]]:
-        """An invoice's ``LinkedTxn``: what it links itself (an Estimate...) and the payments applied to it."""
-        others = [
-            dict(link)
-            for link in (given if isinstance(given, list) else [])
-            if isinstance(link, Mapping) and link.get("TxnType") != "Payment"
-        ]
-        payments = sorted(self._links.get(invoice_id, {}), key=int)
-        return others + [{"TxnId": payment_id, "TxnType": "Payment"} for payment_id in payments]
+        """Move the open balances of the invoices and credit memos a payment applies by what it applies
+        now instead of before; one whose application changed gets a new SyncToken and LastUpdatedTime,
+        as in QBO. A credit memo's ``RemainingCredit`` follows its ``Balance``."""
+        for txn_type, all_links in (("Invoice", self._links), ("CreditMemo", self._credit_links)):
+            was, now_applied = _allocations(before, txn_type), _allocations(after, txn_type)
+            for txn_id in sorted(set(was) | set(now_applied), key=int):
+                old, new = was.get(txn_id, Decimal("0")), now_applied.get(txn_id, Decimal("0"))
+                links = all_links.setdefault(txn_id, {})
+                if new:
+                    links[payment_id] = new
+                else:
+                    links.pop(payment_id, None)
+                txn = self._store[txn_type].get(txn_id)
+                if txn is None or old == new:
+                    continue
+                txn["Balance"] = _decimal(txn["Balance"], "Balance") - (new - old)
+                if txn_type == "CreditMemo":
+                    txn["RemainingCredit"] = txn["Balance"]
+                txn["LinkedTxn"] = _payment_links(all_links.get(txn_id, {}), txn.get("LinkedTxn"))
+                txn["SyncToken"] = str(int(txn["SyncToken"]) + 1)
+                txn["MetaData"] = {**txn["MetaData"], "LastUpdatedTime": now}
 
     def _unique(self, name: str, value: str, own_id: str) -> None:
         """Names are unique per entity type, ignoring case (QBO answers 6240)."""
@@ -1183,7 +1197,9 @@ class QuickBooksSandbox(Sandbox):
             return None
         return self._store[name].get(entity_id)
 
-    def _invoice(self, entity: dict[str, Any]) -> dict[str, Any]:
+    def _sales_form(self, entity: dict[str, Any]) -> Decimal:
+        """What an Invoice and a CreditMemo share: the customer and its currency, the lines (their items,
+        ``Qty * UnitPrice``, the SubTotalLine QBO adds), DocNumber and TxnDate. Returns the total."""
         customer_id = _ref_value(entity, "CustomerRef")
         if customer_id is None:
             raise _missing("CustomerRef")
@@ -1240,16 +1256,29 @@ class QuickBooksSandbox(Sandbox):
             line["Id"], line["LineNum"] = str(number), number
             out.append(line)
         out.append({"Amount": subtotal, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}})
-        total = subtotal - discount
         entity["Line"] = out
         entity["CustomerRef"] = {"value": customer["Id"], "name": customer["DisplayName"]}
         entity["CurrencyRef"] = self._currency(currency)
         entity.setdefault("ExchangeRate", Decimal("1"))
-        if not entity.get("DocNumber"):
+        if not entity.get("DocNumber"):  # invoices and credit memos share QBO's sales-form sequence
             entity["DocNumber"] = str(self._next_doc_number)
             self._next_doc_number += 1
-        today = self.now().date().isoformat()
-        entity.setdefault("TxnDate", today)
+        entity.setdefault("TxnDate", self.now().date().isoformat())
+        return subtotal - discount
+
+    def _sales_totals(self, entity: dict[str, Any], total: Decimal, applied: Decimal) -> None:
+        entity["TotalAmt"] = total
+        entity["HomeTotalAmt"] = (total * _decimal(entity["ExchangeRate"], "ExchangeRate")).quantize(_CENT)
+        entity["Balance"] = total - applied
+        entity.setdefault("TxnTaxDetail", {"TotalTax": Decimal("0")})
+
+    def _sales_flags(self, entity: dict[str, Any]) -> None:
+        entity.setdefault("EmailStatus", "NotSet")
+        entity.setdefault("PrintStatus", "NotSet")
+        entity.setdefault("ApplyTaxAfterDiscount", False)
+
+    def _invoice(self, entity: dict[str, Any]) -> dict[str, Any]:
+        total = self._sales_form(entity)
         entity.setdefault("DueDate", entity["TxnDate"])
         applied = sum(self._links.get(entity["Id"], {}).values(), Decimal("0"))
         if total < applied:  # approximation: QBO refuses this, its exact words are undocumented
@@ -1260,14 +1289,37 @@ class QuickBooksSandbox(Sandbox):
                 f"applied to it ({applied}). Unapply or delete the payments first.",
                 element="Line",
             )
-        entity["TotalAmt"] = total
-        entity["HomeTotalAmt"] = (total * _decimal(entity["ExchangeRate"], "ExchangeRate")).quantize(_CENT)
-        entity["Balance"] = total - applied
-        entity.setdefault("TxnTaxDetail", {"TotalTax": Decimal("0")})
-        entity["LinkedTxn"] = self._invoice_links(entity["Id"], entity.get("LinkedTxn"))
-        entity.setdefault("EmailStatus", "NotSet")
-        entity.setdefault("PrintStatus", "NotSet")
-        entity.setdefault("ApplyTaxAfterDiscount", False)
+        self._sales_totals(entity, total, applied)
+        entity["LinkedTxn"] = _payment_links(self._links.get(entity["Id"], {}), entity.get("LinkedTxn"))
+        self._sales_flags(entity)
+        return entity
+
+    def _credit_memo(self, entity: dict[str, Any]) -> dict[str, Any]:
+        """A customer's credit (QBO's CreditMemo): lines like an invoice's; ``Balance`` and
+        ``RemainingCredit`` are what payments have not applied of it yet."""
+        total = self._sales_form(entity)
+        if total < 0:  # approximation: QBO refuses a negative credit memo, its exact words are undocumented
+            raise QboFault(
+                "6000",
+                _BUSINESS,
+                f"Business Validation Error: The credit memo total ({total}) cannot be negative.",
+                element="Line",
+            )
+        applied = sum(self._credit_links.get(entity["Id"], {}).values(), Decimal("0"))
+        if total < applied:  # approximation, as for an invoice
+            raise QboFault(
+                "6000",
+                _BUSINESS,
+                f"Business Validation Error: The credit memo total ({total}) is less than the credit "
+                f"already applied from it ({applied}). Unapply or delete the payments first.",
+                element="Line",
+            )
+        self._sales_totals(entity, total, applied)
+        entity["RemainingCredit"] = entity["Balance"]
+        entity["LinkedTxn"] = _payment_links(
+            self._credit_links.get(entity["Id"], {}), entity.get("LinkedTxn")
+        )
+        self._sales_flags(entity)
         return entity
 
     def _payment_method(self, entity: dict[str, Any]) -> dict[str, Any]:
@@ -1286,7 +1338,8 @@ class QuickBooksSandbox(Sandbox):
         return entity
 
     def _payment(self, entity: dict[str, Any]) -> dict[str, Any]:
-        """A customer payment (Receive Payment), applied to open invoices of that customer."""
+        """A customer payment (Receive Payment), applied to open invoices of that customer, maybe using
+        the remaining credit of its credit memos (the documented way to apply a CreditMemo)."""
         customer_id = _ref_value(entity, "CustomerRef")
         if customer_id is None:
             raise _missing("CustomerRef")
@@ -1336,9 +1389,11 @@ class QuickBooksSandbox(Sandbox):
         lines = entity.get("Line") or []
         if not isinstance(lines, list):
             raise QboFault("2010", "Request has invalid or unsupported property", "Property Name:Line")
-        before = _allocations(self._store["Payment"].get(entity["Id"]))
-        wanted: dict[str, Decimal] = {}
-        applied, out = Decimal("0"), []
+        previous = self._store["Payment"].get(entity["Id"])
+        before = {kind: _allocations(previous, kind) for kind in ("Invoice", "CreditMemo")}
+        wanted: dict[tuple[str, str], Decimal] = {}
+        applied = {"Invoice": Decimal("0"), "CreditMemo": Decimal("0")}
+        out = []
         for line in lines:
             if not isinstance(line, Mapping):
                 raise QboFault("2010", "Request has invalid or unsupported property", "Property Name:Line")
@@ -1356,8 +1411,16 @@ class QuickBooksSandbox(Sandbox):
             links = [links] if isinstance(links, Mapping) else links
             if not isinstance(links, list) or not links or not isinstance(links[0], Mapping):
                 raise _missing("LinkedTxn")
+            if len(links) > 1:  # approximation: QBO's documented form is one LinkedTxn per line
+                raise QboFault(
+                    "2010",
+                    "Request has invalid or unsupported property",
+                    "Property Name:LinkedTxn: one linked transaction per payment line (link the Invoice "
+                    "and the CreditMemo on separate lines)",
+                    element="LinkedTxn",
+                )
             txn_type, txn_id = links[0].get("TxnType"), str(links[0].get("TxnId") or "")
-            if txn_type != "Invoice":  # QBO also takes CreditMemo/JournalEntry links; not emulated
+            if txn_type not in ("Invoice", "CreditMemo"):  # QBO also takes JournalEntry...; not emulated
                 raise QboFault(
                     "2010",
                     "Request has invalid or unsupported property",
@@ -1366,46 +1429,61 @@ class QuickBooksSandbox(Sandbox):
                 )
             if not txn_id:
                 raise _missing("LinkedTxn.TxnId")
-            invoice = self._visible("Invoice", txn_id)
-            if invoice is None:
-                raise _invalid_ref("Invoice")
-            if invoice["CustomerRef"]["value"] != customer["Id"]:  # approximation of QBO's words
+            txn = self._visible(txn_type, txn_id)
+            if txn is None:
+                raise _invalid_ref(txn_type)
+            label = "Invoice" if txn_type == "Invoice" else "Credit Memo"
+            if txn["CustomerRef"]["value"] != customer["Id"]:  # approximation of QBO's words
                 raise QboFault(
                     "6000",
                     _BUSINESS,
-                    f"Business Validation Error: Invoice {txn_id} belongs to another customer; a payment "
-                    "can only be applied to the invoices of its own customer.",
+                    f"Business Validation Error: {label} {txn_id} belongs to another customer; a payment "
+                    f"can only be applied to the {'invoices' if txn_type == 'Invoice' else 'credits'} "
+                    "of its own customer.",
                     element="LinkedTxn",
                 )
-            open_balance = _decimal(invoice["Balance"], "Balance") + before.get(txn_id, Decimal("0"))
-            wanted[txn_id] = wanted.get(txn_id, Decimal("0")) + amount
-            if wanted[txn_id] > open_balance:  # approximation of QBO's words, the code is its 6000
+            open_balance = _decimal(txn["Balance"], "Balance") + before[txn_type].get(txn_id, Decimal("0"))
+            wanted[txn_type, txn_id] = wanted.get((txn_type, txn_id), Decimal("0")) + amount
+            if wanted[txn_type, txn_id] > open_balance:  # approximation of QBO's words, the code is its 6000
+                what = "to Invoice" if txn_type == "Invoice" else "from Credit Memo"
+                left = "open balance" if txn_type == "Invoice" else "remaining credit"
                 raise QboFault(
                     "6000",
                     _BUSINESS,
-                    f"Business Validation Error: The amount applied to Invoice {invoice.get('DocNumber')} "
-                    f"({wanted[txn_id]}) is more than its open balance ({open_balance}).",
+                    f"Business Validation Error: The amount applied {what} {txn.get('DocNumber')} "
+                    f"({wanted[txn_type, txn_id]}) is more than its {left} ({open_balance}).",
                     element="Line.Amount",
                 )
-            applied += amount
+            applied[txn_type] += amount
             out.append(
                 {
                     "Amount": amount,
-                    "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}],
-                    "LineEx": _line_ex(invoice["Id"], open_balance, invoice.get("DocNumber")),
+                    "LinkedTxn": [{"TxnId": txn["Id"], "TxnType": txn_type}],
+                    "LineEx": _line_ex(txn["Id"], open_balance, txn.get("DocNumber")),
                 }
             )
-        if applied > total:  # the words QBO shows for it (as relayed by Order Time's sync docs)
+        # QBO: what the payment pays = the invoice lines less the credit lines; the rest of TotalAmt is
+        # left unapplied (a customer credit), so a zero payment's credit lines must equal its invoice lines.
+        net = applied["Invoice"] - applied["CreditMemo"]
+        if net < 0:  # approximation of QBO's words, the code is its 6000
+            raise QboFault(
+                "6000",
+                _BUSINESS,
+                f"Business Validation Error: The credits applied ({applied['CreditMemo']}) are more than the "
+                f"amount applied to invoices ({applied['Invoice']}); a payment cannot be negative.",
+                element="Line.Amount",
+            )
+        if net > total:  # the words QBO shows for it (as relayed by Order Time's sync docs)
             raise QboFault(
                 "6000",
                 _BUSINESS,
                 f"Business Validation Error: Amount applied is greater than payment or refund amount. "
-                f"Applied: {applied}, payment: {total}.",
+                f"Applied: {net}, payment: {total}.",
                 element="TotalAmt",
             )
         entity["Line"] = out
         entity["TotalAmt"] = total
-        entity["UnappliedAmt"] = total - applied
+        entity["UnappliedAmt"] = total - net
         entity["CustomerRef"] = {"value": customer["Id"], "name": customer["DisplayName"]}
         entity["CurrencyRef"] = self._currency(currency)
         entity.setdefault("ExchangeRate", Decimal("1"))
@@ -1424,15 +1502,26 @@ class QuickBooksSandbox(Sandbox):
 _DELETABLE = frozenset({"Payment"})
 
 
-def _allocations(payment: Mapping[str, Any] | None) -> dict[str, Decimal]:
-    """Invoice Id -> amount a payment applies to it (its lines added up)."""
+def _allocations(payment: Mapping[str, Any] | None, txn_type: str = "Invoice") -> dict[str, Decimal]:
+    """Invoice (or CreditMemo) Id -> amount a payment applies of it (its lines added up)."""
     out: dict[str, Decimal] = {}
     for line in (payment or {}).get("Line") or []:
         links = line.get("LinkedTxn") or []
-        if links and links[0].get("TxnType") == "Invoice":
-            invoice_id = str(links[0]["TxnId"])
-            out[invoice_id] = out.get(invoice_id, Decimal("0")) + _decimal(line["Amount"], "Amount")
+        if links and links[0].get("TxnType") == txn_type:
+            txn_id = str(links[0]["TxnId"])
+            out[txn_id] = out.get(txn_id, Decimal("0")) + _decimal(line["Amount"], "Amount")
     return out
+
+
+def _payment_links(payments: Iterable[str], given: Any) -> list[dict[str, Any]]:
+    """The ``LinkedTxn`` of an invoice or credit memo: what it links itself (an Estimate...) and the
+    payments that applied it, by Id."""
+    others = [
+        dict(link)
+        for link in (given if isinstance(given, list) else [])
+        if isinstance(link, Mapping) and link.get("TxnType") != "Payment"
+    ]
+    return others + [{"TxnId": payment_id, "TxnType": "Payment"} for payment_id in sorted(payments, key=int)]
 
 
 def _line_ex(invoice_id: str, open_balance: Decimal, doc_number: Any) -> dict[str, Any]:

@@ -34,6 +34,13 @@ ENTITY_FIELDS: dict[str, tuple[str, ...]] = {
         "AllowOnlineACHPayment", "ClassRef", "DepartmentRef", "CustomField", "GlobalTaxCalculation",
         "LinkedTxn", "TrackingNum", "ShipDate", "ShipMethodRef", "TxnSource",
     ),
+    "CreditMemo": (
+        *_COMMON,
+        "DocNumber", "TxnDate", "CustomerRef", "Line", "CurrencyRef", "ExchangeRate", "PrivateNote",
+        "CustomerMemo", "BillAddr", "BillEmail", "TxnTaxDetail", "ApplyTaxAfterDiscount", "PrintStatus",
+        "EmailStatus", "Balance", "RemainingCredit", "TotalAmt", "ClassRef", "DepartmentRef",
+        "CustomField", "GlobalTaxCalculation", "LinkedTxn", "TxnSource", "SalesTermRef",
+    ),
     "Payment": (
         *_COMMON,
         "TxnDate", "TotalAmt", "CustomerRef", "CurrencyRef", "ExchangeRate", "PaymentMethodRef",
@@ -48,4 +55,5 @@ REQUIRED_ON_CREATE: dict[str, tuple[str, ...]] = {
     "Item": ("Name", "Type", "IncomeAccountRef"),
     "Invoice": ("CustomerRef", "Line"),
     "Payment": ("TotalAmt", "CustomerRef"),
+    "CreditMemo": ("CustomerRef", "Line"),
 }
