@@ -312,15 +312,45 @@ def build_einvoice(
     vat_ids = "O" not in categories  # BR-O-02: no VAT identifiers next to "not subject to VAT"
     lines = [_line(settings, line) for line in invoice.lines]
     taxes = _taxes(settings, invoice, lines)
-    line_total = sum((line.net_amount for line in lines), Decimal("0"))
-    tax_total = sum((t.tax for t in taxes), Decimal("0"))
-    data = customer or {}
     instructions = settings.seller.payment_instructions if settings.seller else None
     period_end = invoice.period_end - dt.timedelta(days=1) if invoice.period_end else None
-    return EInvoice(
+    return _assemble(
+        settings,
+        invoice,
+        customer,
+        lines,
+        taxes,
+        vat_ids=vat_ids,
+        email_address=email_address,
         number=invoice.number,
         issue_date=invoice.issue_date,
         type_code=INVOICE,
+        due_date=invoice.due_date,
+        payment_terms=f"Due {invoice.due_date.isoformat()}. {instructions or ''}".strip(),
+        period_start=invoice.period_start,
+        period_end=period_end
+        if period_end and invoice.period_start and period_end >= invoice.period_start
+        else None,
+    )
+
+
+def _assemble(
+    settings: Settings,
+    invoice: Invoice,
+    customer: Mapping[str, Any] | None,
+    lines: list[Line],
+    taxes: tuple[TaxSubtotal, ...],
+    *,
+    vat_ids: bool,
+    email_address: bool,
+    **document: Any,
+) -> EInvoice:
+    """What invoices and credit notes share: the parties, the totals from the lines and the VAT
+    breakdown, the buyer's reference and the payment means (of the invoice, for a credit note)."""
+    line_total = sum((line.net_amount for line in lines), Decimal("0"))
+    tax_total = sum((t.tax for t in taxes), Decimal("0"))
+    data = customer or {}
+    return EInvoice(
         currency=invoice.currency,
         seller=_seller(settings, vat_ids=vat_ids, email_address=email_address),
         buyer=_buyer(invoice, customer, vat_ids=vat_ids, email_address=email_address),
@@ -331,16 +361,11 @@ def build_einvoice(
         tax_total=tax_total,
         tax_inclusive=line_total + tax_total,
         payable=line_total + tax_total,
-        due_date=invoice.due_date,
         buyer_reference=_text(
             data.get("buyer_reference") or data.get("account_number") or invoice.customer_id
         ),
-        payment_terms=f"Due {invoice.due_date.isoformat()}. {instructions or ''}".strip(),
-        period_start=invoice.period_start,
-        period_end=period_end
-        if period_end and invoice.period_start and period_end >= invoice.period_start
-        else None,
         payment_means=_payment_means(settings, invoice, customer),
+        **document,
     )
 
 
@@ -395,29 +420,21 @@ def build_credit_note_einvoice(
         )
         for (category, rate), (taxable, tax) in groups.items()
     )
-    line_total = sum((line.net_amount for line in lines), Decimal("0"))
-    tax_total = sum((t.tax for t in taxes), Decimal("0"))
-    data = customer or {}
-    return EInvoice(
+    return _assemble(
+        settings,
+        invoice,
+        customer,
+        lines,
+        taxes,
+        vat_ids=vat_ids,
+        email_address=email_address,
         number=note.number,
         issue_date=note.issue_date,
         type_code=CREDIT_NOTE,
-        currency=note.currency,
-        seller=_seller(settings, vat_ids=vat_ids, email_address=email_address),
-        buyer=_buyer(invoice, customer, vat_ids=vat_ids, email_address=email_address),
-        lines=tuple(lines),
-        taxes=taxes,
-        line_total=line_total,
-        tax_exclusive=line_total,
-        tax_total=tax_total,
-        tax_inclusive=line_total + tax_total,
-        payable=line_total + tax_total,
-        buyer_reference=_text(data.get("buyer_reference") or data.get("account_number") or note.customer_id),
         preceding_invoice=invoice.number,
         preceding_invoice_date=invoice.issue_date,
         note=_text(note.reason),
         payment_terms=f"Credited against invoice {invoice.number}.",
-        payment_means=_payment_means(settings, invoice, customer),
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from connectors.quickbooks.schema import applies_credit_only
 from mappings.engine import Mapper, MappingError
 from sync_engine.bindings import BindingLookups, bind, bindings_by_external
 from sync_engine.dead_letters import record_dead_letter
@@ -119,7 +120,7 @@ def _record_page(
         if qbo_id in known or str(remote.get("PaymentRefNum")) in ours or remote.get("status") == "Deleted":
             result.skipped += 1
             continue
-        if _credit_only(remote):  # a credit memo set against an invoice: no money came in
+        if applies_credit_only(remote):  # a credit memo set against an invoice: no money came in
             result.skipped += 1
             continue
         try:
@@ -174,19 +175,3 @@ def _last_updated(remote: dict[str, Any]) -> str | None:
     if not value:
         return None
     return dt.datetime.fromisoformat(str(value)).astimezone(dt.UTC).isoformat()
-
-
-def _credit_only(remote: dict[str, Any]) -> bool:
-    """A zero-total payment whose lines apply a CreditMemo: QBO's way of applying a credit."""
-    try:
-        total = Decimal(str(remote.get("TotalAmt") or "0"))
-    except ArithmeticError:
-        return False
-    links = [
-        link.get("TxnType")
-        for line in remote.get("Line") or []
-        if isinstance(line, dict)
-        for link in (line.get("LinkedTxn") or [])
-        if isinstance(link, dict)
-    ]
-    return total == 0 and "CreditMemo" in links

@@ -6,6 +6,10 @@ misspelt target field (``DisplayNme``) or a required one left unmapped before an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
 _COMMON = ("Id", "SyncToken", "MetaData", "domain", "sparse")
 
 ENTITY_FIELDS: dict[str, tuple[str, ...]] = {
@@ -57,3 +61,20 @@ REQUIRED_ON_CREATE: dict[str, tuple[str, ...]] = {
     "Payment": ("TotalAmt", "CustomerRef"),
     "CreditMemo": ("CustomerRef", "Line"),
 }
+
+
+def applies_credit_only(payment: Mapping[str, Any]) -> bool:
+    """A QBO Payment of zero whose lines link a CreditMemo: QBO's way of setting a credit against
+    an invoice, not money received."""
+    try:
+        total = Decimal(str(payment.get("TotalAmt") or "0"))
+    except ArithmeticError:
+        return False
+    links = [
+        link.get("TxnType")
+        for line in payment.get("Line") or []
+        if isinstance(line, Mapping)
+        for link in (line.get("LinkedTxn") or [])
+        if isinstance(link, Mapping)
+    ]
+    return total == 0 and "CreditMemo" in links
