@@ -49,7 +49,7 @@ from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
 from sync_engine.outbox import OPEN_STATUSES, enqueue
 from sync_engine.runtime import Runtime
 from sync_engine.settings import Settings
-from sync_engine.store.models import CreditNote, Invoice, InvoiceLine, OutboxItem, utcnow
+from sync_engine.store.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine, OutboxItem, utcnow
 
 __all__ = [
     "FORMATS",
@@ -188,13 +188,20 @@ def _buyer(
     )
 
 
-def _category(settings: Settings, line: InvoiceLine) -> tuple[str, Decimal | None]:
-    """BT-151/152 of a stored line."""
+def _category(settings: Settings, line: InvoiceLine | CreditNoteLine) -> tuple[str, Decimal | None]:
+    """BT-151/152 of a stored invoice or credit-note line."""
     if line.tax_id is not None and line.tax_rate is not None:
         category = settings.einvoice.tax_categories.get(line.tax_id, "S")
         return category, line.tax_rate
     category = settings.einvoice.untaxed_category
     return category, None if category == "O" else Decimal("0")
+
+
+def _exemption(settings: Settings, category: str) -> str | None:
+    """BT-120 for the categories that need a reason (every exempt or out-of-scope one, not Z)."""
+    if category in _UNTAXED_REASONS and category != "Z":
+        return settings.einvoice.exemption_reason or _UNTAXED_REASONS[category]
+    return None
 
 
 def _line(settings: Settings, line: InvoiceLine) -> Line:
@@ -252,9 +259,7 @@ def _taxes(settings: Settings, invoice: Invoice, lines: list[Line]) -> tuple[Tax
             amount = Decimal("0")
         else:
             amount = stored.get(rate.normalize(), (taxable * rate / 100).quantize(_CENT))
-        reason = None
-        if category in _UNTAXED_REASONS and category != "Z":
-            reason = settings.einvoice.exemption_reason or _UNTAXED_REASONS[category]
+        reason = _exemption(settings, category)
         subtotals.append(
             TaxSubtotal(
                 category=category,
@@ -376,17 +381,7 @@ def build_credit_note_einvoice(
     (BT-25/26). Amounts are positive, as EN 16931 wants them on a credit note."""
     email_address = fmt != "peppol"
     invoice = note.invoice
-    category_of = {
-        line.position: (
-            (settings.einvoice.tax_categories.get(line.tax_id, "S"), line.tax_rate)
-            if line.tax_id is not None and line.tax_rate is not None
-            else (
-                settings.einvoice.untaxed_category,
-                None if settings.einvoice.untaxed_category == "O" else Decimal("0"),
-            )
-        )
-        for line in note.lines
-    }
+    category_of = {line.position: _category(settings, line) for line in note.lines}
     vat_ids = "O" not in {category for category, _ in category_of.values()}
     lines = []
     groups: dict[tuple[str, Decimal | None], tuple[Decimal, Decimal]] = {}
@@ -414,9 +409,7 @@ def build_credit_note_einvoice(
             rate=rate,
             taxable=taxable.quantize(_CENT),
             tax=tax.quantize(_CENT),
-            exemption_reason=(settings.einvoice.exemption_reason or _UNTAXED_REASONS[category])
-            if category in _UNTAXED_REASONS and category != "Z"
-            else None,
+            exemption_reason=_exemption(settings, category),
         )
         for (category, rate), (taxable, tax) in groups.items()
     )
