@@ -175,6 +175,16 @@ class InvoiceStatus(CanonicalModel):
     _currency = field_validator("currency")(_known_currency)
 
 
+class InvoiceVoid(CanonicalModel):
+    """An invoice cancelled before anything was paid on it: the accounting system voids its copy
+    (the number stays used there too)."""
+
+    invoice_id: str
+    number: str
+    voided_on: dt.date
+    reason: str
+
+
 class CustomerBalance(CanonicalModel):
     """Where a customer stands with their invoices; what flows back to the CRM's account."""
 
@@ -209,6 +219,7 @@ ENTITY_MODELS: dict[str, type[CanonicalModel]] = {
     "credit_note": CreditNote,
     "credit_application": CreditApplication,
     "invoice_status": InvoiceStatus,
+    "invoice_void": InvoiceVoid,
     "customer_balance": CustomerBalance,
     "order_balance": OrderBalance,
 }

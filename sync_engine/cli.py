@@ -703,6 +703,38 @@ def invoices_credit(
     )
 
 
+@invoices_app.command("void")
+def invoices_void(
+    number: str,
+    reason: str = typer.Option(..., "--reason", help="why (kept with the invoice)"),
+    by: str | None = ByOption,
+    as_json: bool = typer.Option(False, "--json"),
+    config: Path = ConfigOption,
+) -> None:
+    """Void invoice NUMBER (nothing paid on it yet): everywhere, its number kept; exit 1 if refused."""
+    from sync_engine.voiding import VoidRefused, void_invoice
+
+    runtime = _runtime(config)
+    try:
+        voided = void_invoice(runtime, number, reason=reason, requested_by=_who(by))
+    except VoidRefused as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        runtime.close()
+    if as_json:
+        _echo_json(voided.to_dict())
+        return
+    typer.echo(
+        f"{voided.number} is void ({voided.currency} {voided.to_dict()['total']}), "
+        f"by {voided.voided_by} at {voided.voided_at.isoformat(timespec='seconds')}: {voided.reason}"
+    )
+    if voided.queued:
+        typer.echo(f"  queued for: {', '.join(voided.queued)}")
+    if voided.cancelled:
+        typer.echo(f"  no longer sent: {', '.join(voided.cancelled)}")
+
+
 @invoices_app.command("deliver")
 def invoices_deliver(config: Path = ConfigOption) -> None:
     """Send the invoices owed to customers now (retries included); list the ones to post."""
@@ -1109,16 +1141,127 @@ def serve(
     port: int = typer.Option(8080),
     config: Path = ConfigOption,
 ) -> None:
-    """Run billsync's HTTP endpoints: the Stripe webhook (POST /webhooks/stripe) and /health."""
+    """The support console and JSON API (/api, /api/openapi.json), /metrics, /health and the Stripe
+    webhook (POST /webhooks/stripe). Users: `billsync users add`."""
     import uvicorn
 
-    from sync_engine.webapp import create_app
+    from sync_engine.web import create_app
 
     runtime = _runtime(config)
     try:
         uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning")
     finally:
         runtime.close()
+
+
+users_app = typer.Typer(help="People who use the console and the API.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+def _password_from(password_file: Path | None) -> str:
+    """From a file, the BILLSYNC_PASSWORD variable or a prompt: never from the command line."""
+    import os
+
+    if password_file is not None:
+        return password_file.read_text(encoding="utf-8").strip()
+    if os.environ.get("BILLSYNC_PASSWORD"):
+        return os.environ["BILLSYNC_PASSWORD"]
+    value: str = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    return value
+
+
+@users_app.command("add")
+def users_add(
+    username: str,
+    role: str = typer.Option(..., "--role", help="admin | support | viewer"),
+    password_file: Path | None = typer.Option(
+        None, "--password-file", help="read the password from this file (else $BILLSYNC_PASSWORD or a prompt)"
+    ),
+    by: str | None = ByOption,
+    config: Path = ConfigOption,
+) -> None:
+    """Add a user who logs in to the console with a password."""
+    from sync_engine import audit
+    from sync_engine.users import UserError, add_user
+
+    runtime = _runtime(config)
+    try:
+        with runtime.transaction() as session:
+            add_user(session, username, _password_from(password_file), role)
+    except UserError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(2) from None
+    audit.record(runtime.sessions, _who(by), "user_add", username, "ok", role=role, via="cli")
+    runtime.close()
+    typer.echo(f"user {username} added ({role})")
+
+
+@users_app.command("list")
+def users_list(as_json: bool = typer.Option(False, "--json"), config: Path = ConfigOption) -> None:
+    """Users, their roles and whether they may log in."""
+    from sync_engine.users import list_users
+
+    rows = _read(
+        config,
+        lambda session: [
+            {
+                "username": u.username,
+                "role": u.role,
+                "active": u.active,
+                "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None,
+            }
+            for u in list_users(session)
+        ],
+    )
+    if as_json:
+        _echo_json(rows)
+        return
+    for r in rows:
+        state = "active" if r["active"] else "disabled"
+        typer.echo(
+            f"{r['username']:<24} {r['role']:<8} {state:<9} last login {r['last_login_at'] or 'never'}"
+        )
+
+
+@users_app.command("disable")
+def users_disable(username: str, by: str | None = ByOption, config: Path = ConfigOption) -> None:
+    """Stop a user: no more logins; open sessions end and API tokens stop working at once."""
+    from sync_engine import audit
+    from sync_engine.users import UserError, disable_user
+
+    runtime = _runtime(config)
+    try:
+        with runtime.transaction() as session:
+            disable_user(session, username)
+    except UserError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(1) from None
+    audit.record(runtime.sessions, _who(by), "user_disable", username, "ok", via="cli")
+    runtime.close()
+    typer.echo(f"user {username} disabled")
+
+
+@users_app.command("token")
+def users_token(
+    username: str,
+    name: str = typer.Option("api", "--name", help="what the token is for"),
+    by: str | None = ByOption,
+    config: Path = ConfigOption,
+) -> None:
+    """A new API token for USERNAME (printed once; only its hash is kept). Use: Authorization: Bearer TOKEN."""
+    from sync_engine import audit
+    from sync_engine.users import UserError, create_token
+
+    runtime = _runtime(config)
+    try:
+        with runtime.transaction() as session:
+            token = create_token(session, username, name)
+    except UserError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(1) from None
+    audit.record(runtime.sessions, _who(by), "token_create", username, "ok", name=name, via="cli")
+    runtime.close()
+    typer.echo(token)
 
 
 @payments_app.command("sepa-export")
@@ -1253,3 +1396,91 @@ def payments_collect(as_of: str = typer.Option(_today(), "--as-of"), config: Pat
         f"{result.charged} charged, {result.processing} processing, {result.declined} declined, "
         f"{result.pending} to retry, {result.failed} failed ({result.api_calls} API calls)"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# billsync report NAME: billing analytics (sync_engine.reports; definitions in docs/analytics.md)
+
+
+@app.command("report")
+def report(
+    name: str = typer.Argument(
+        ...,
+        help="mrr, revenue, invoiced-vs-collected, ageing, dso, days-to-pay, payment-methods, retention, top-overdue",
+    ),
+    date_from: str | None = typer.Option(None, "--from", help="first day of the window (YYYY-MM-DD)"),
+    date_to: str | None = typer.Option(None, "--to", help="last day of the window (default: as of)"),
+    months: int | None = typer.Option(None, "--months", help="calendar months up to --to (default 12)"),
+    as_of: str | None = typer.Option(
+        None,
+        "--as-of",
+        help="the day to report on (default: the later of today, UTC, and the books' last day)",
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="the report as one JSON object (as the API returns it)"
+    ),
+    as_csv: bool = typer.Option(False, "--csv", help="the rows as CSV, with a header"),
+    config: Path = ConfigOption,
+) -> None:
+    """A billing analytics report: the same figures as the web API's."""
+    import json
+
+    from sync_engine.reports import REPORT_NAMES, run_report
+
+    if name not in REPORT_NAMES:
+        typer.echo(f"billsync: unknown report {name!r}; choose one of: {', '.join(REPORT_NAMES)}", err=True)
+        raise typer.Exit(2)
+    if as_json and as_csv:
+        typer.echo("billsync: choose one of --json and --csv", err=True)
+        raise typer.Exit(2)
+    days = {
+        key: _date(text) if text else None
+        for key, text in (("from", date_from), ("to", date_to), ("as_of", as_of))
+    }
+    runtime = _runtime(config)
+    try:
+        found = run_report(
+            runtime,
+            name,
+            date_from=days["from"],  # type: ignore[arg-type]
+            date_to=days["to"],  # type: ignore[arg-type]
+            months=months,
+            as_of=days["as_of"],  # type: ignore[arg-type]
+        )
+    except ValueError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        runtime.close()
+    if as_json:
+        typer.echo(json.dumps(found.to_dict()))
+        return
+    if as_csv:
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(found.columns)
+        for row in found.rows:
+            writer.writerow(["" if row.get(c) is None else row.get(c) for c in found.columns])
+        typer.echo(buffer.getvalue(), nl=False)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    caption = ", ".join(f"{key} {value}" for key, value in found.params.items())
+    table = Table(title=found.title, caption=caption)
+    for column in found.columns:
+        table.add_column(
+            column, justify="left" if column in ("month", "currency", "customer", "product") else "right"
+        )
+    for row in found.rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in found.columns))
+    console = Console()
+    if not console.is_terminal:  # piped or captured: as wide as the table, never cut
+        widths = [max([len(c), *(len(str(r.get(c))) for r in found.rows)]) for c in found.columns]
+        console = Console(width=max(console.width, sum(widths) + 3 * len(widths) + 1))
+    console.print(table)
+    for key, value in found.totals.items():
+        console.print(f"{key}: {json.dumps(value)}", highlight=False, soft_wrap=True)

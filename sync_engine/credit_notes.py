@@ -120,7 +120,8 @@ def _issue(
 ) -> dict[str, Any]:
     settings = runtime.settings
     with runtime.transaction() as session:
-        invoice = session.scalars(select(Invoice).where(Invoice.number == number)).first()
+        # locked: a void of the same invoice waits for this credit note, or this one sees the void
+        invoice = session.scalars(select(Invoice).where(Invoice.number == number).with_for_update()).first()
         if invoice is None:
             raise CreditNoteError(f"no invoice {number}")
         if invoice.status in ("draft", "void"):

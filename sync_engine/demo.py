@@ -185,6 +185,8 @@ def write_workdir(
     # credit notes become CreditMemos, set against their invoices by zero-total payments
     config["destinations"][0]["mappings"]["credit_note"] = "builtin:quickbooks/credit_memo.out"
     config["destinations"][0]["mappings"]["credit_application"] = "builtin:quickbooks/credit_application.out"
+    # a voided invoice is voided in QuickBooks too (after it is there: its number stays visible)
+    config["destinations"][0]["mappings"]["invoice_void"] = "builtin:quickbooks/invoice_void.out"
     config["payments"] = {
         "quickbooks": "quickbooks",
         "bank_account": {"name": "Demo Bank", "iban": DEMO_BANK_IBAN, "currency": "EUR"},

@@ -113,7 +113,7 @@ class WebhookServer:
     def __init__(self, runtime: Runtime) -> None:
         import uvicorn
 
-        from sync_engine.webapp import create_app
+        from sync_engine.web import create_app
 
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ from connectors.errors import ConnectorError, FatalError, OutcomeUnknownError, R
 from connectors.nav.client import NavConnector
 from connectors.nav.client import remote_identity as nav_identity
 from connectors.nav.errors import DuplicateRecordError, StaleRecordError
-from connectors.quickbooks.client import BatchItem, QuickBooksConnector
+from connectors.quickbooks.client import BatchItem, QuickBooksConnector, write_request_id
 from connectors.quickbooks.client import remote_identity as qbo_identity
 from connectors.quickbooks.errors import DuplicateNameError, StaleObjectError
 from connectors.salesforce.client import CollectionResult, SalesforceConnector
@@ -38,7 +38,8 @@ def _date_or_none(value: Any) -> dt.date | None:
 class Write:
     key: str  # deterministic, from the outbox row: the idempotency key where the vendor has one
     object: str
-    operation: Literal["create", "update"]
+    #: ``void``: cancel the record at ``remote_id`` (version ``remote_version``), which stays there
+    operation: Literal["create", "update", "void"]
     payload: Mapping[str, Any]
     remote_id: str | None = None
     remote_version: str | None = None
@@ -84,6 +85,9 @@ class QuickBooksDestination:
         return self.connector.api_calls
 
     def write(self, items: Sequence[Write]) -> list[Outcome]:
+        """Creates and updates in batches; voids one call each (QBO voids an invoice only through its
+        own endpoint), with a request id derived from the key."""
+        outcomes = {w.key: self._void(w) for w in items if w.operation == "void"}
         batch = [
             BatchItem(
                 key=w.key,
@@ -94,8 +98,24 @@ class QuickBooksDestination:
                 remote_version=w.remote_version,
             )
             for w in items
+            if w.operation != "void"
         ]
-        return [Outcome(r.key, r.ok, r.entity, r.error) for r in self.connector.batch(batch)]
+        if batch:
+            for r in self.connector.batch(batch):
+                outcomes[r.key] = Outcome(r.key, r.ok, r.entity, r.error)
+        return [outcomes[w.key] for w in items]
+
+    def _void(self, w: Write) -> Outcome:
+        if w.remote_id is None:
+            error = RecordError(f"cannot void {w.object}: it is not in QuickBooks yet", system="quickbooks")
+            return Outcome(w.key, False, None, error)
+        try:
+            voided = self.connector.void(
+                w.object, w.remote_id, w.remote_version, request_id=write_request_id(w.key)
+            )
+        except ConnectorError as exc:
+            return Outcome(w.key, False, None, exc)
+        return Outcome(w.key, True, voided, None)
 
     def find_by(self, obj: str, field: str, values: Collection[str]) -> dict[str, dict[str, Any]]:
         return self.connector.find_by(obj, field, values)
@@ -126,9 +146,11 @@ class NavDestination:
         return self.connector.api_calls
 
     def write(self, items: Sequence[Write]) -> list[Outcome]:
-        outcomes: dict[str, Outcome] = {}
+        outcomes: dict[str, Outcome] = {w.key: _no_void(w, "nav") for w in items if w.operation == "void"}
         by_object: dict[str, list[Write]] = {}
         for w in items:
+            if w.operation == "void":
+                continue
             if w.object == PAYMENT_STATUS:
                 outcomes[w.key] = self._payment_status(w)
             elif w.operation == "create":
@@ -205,10 +227,13 @@ class SalesforceDestination:
         return self.connector.api_calls
 
     def write(self, items: Sequence[Write]) -> list[Outcome]:
-        outcomes: dict[str, Outcome] = {}
+        outcomes: dict[str, Outcome] = {
+            w.key: _no_void(w, "salesforce") for w in items if w.operation == "void"
+        }
         by_object: dict[str, list[Write]] = {}
         for w in items:
-            by_object.setdefault(w.object, []).append(w)
+            if w.operation != "void":
+                by_object.setdefault(w.object, []).append(w)
         for obj, writes in by_object.items():
             field = self.external_ids.get(obj)
             if field is None and all(w.payload.get("Id") for w in writes):
@@ -248,6 +273,16 @@ class SalesforceDestination:
         """``(Id, SystemModstamp)``; an upsert result has no modstamp, and none is needed to upsert."""
         record_id = remote.get("Id") or remote.get("id")
         return str(record_id or ""), str(remote.get("SystemModstamp") or "")
+
+
+def _no_void(w: Write, system: str) -> Outcome:
+    """Systems that learn of a void through the invoice's status (``invoice_status``) have no void."""
+    error = FatalError(
+        f"{system} has no void operation: map invoice_void only to QuickBooks destinations "
+        "(the ERP and the CRM learn of a void through invoice_status)",
+        system=system,
+    )
+    return Outcome(w.key, False, None, error)
 
 
 def _salesforce_outcome(key: str, field: str, result: CollectionResult) -> Outcome:

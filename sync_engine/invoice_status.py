@@ -23,7 +23,7 @@ def invoice_status_document(invoice: Invoice) -> dict[str, Any]:
         "currency": invoice.currency,
         "total": invoice.total,
         "amount_paid": paid,
-        "amount_due": invoice.total - paid,
+        "amount_due": Decimal(0) if invoice.status == "void" else invoice.total - paid,  # owed no more
         "issue_date": invoice.issue_date.isoformat(),
         "due_date": invoice.due_date.isoformat(),
         "paid_on": invoice.paid_on.isoformat() if invoice.paid_on else None,

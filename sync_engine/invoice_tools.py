@@ -120,9 +120,7 @@ def export_invoice(
     """
     if fmt not in ("pdf", "json"):
         raise ValueError(f"unknown document format {fmt!r} (allowed: pdf, json)")
-    with runtime.sessions() as session:
-        stored = find_invoice(session, number, runtime.settings.billing.series)
-        data = invoice_data(stored, _customer(session, stored.customer_id), seller or _seller(runtime))
+    data = _document_data(runtime, number, seller)
     target = out if out is not None else Path.cwd()
     if target.is_dir() or not target.suffix:
         target = target / f"{number.replace('/', '-')}.{fmt}"
@@ -130,3 +128,14 @@ def export_invoice(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(content)
     return target
+
+
+def _document_data(runtime: Runtime, number: str, seller: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    with runtime.sessions() as session:
+        stored = find_invoice(session, number, runtime.settings.billing.series)
+        return invoice_data(stored, _customer(session, stored.customer_id), seller or _seller(runtime))
+
+
+def invoice_pdf(runtime: Runtime, number: str) -> bytes:
+    """Invoice ``number`` as PDF bytes (the console serves them); same errors as :func:`export_invoice`."""
+    return render_pdf(_document_data(runtime, number))

@@ -12,9 +12,9 @@ document are metadata and links, ``^INV-000001``, ``^PAY-000001``):
 - A finalised invoice, on its issue date: receivable debited with the total; revenue credited with
   the subtotal less inclusive taxes, the discounts debited to ``discounts``; each tax line credited
   to ``tax``.
-- A void invoice: its transaction and a reversing one (tagged ``#void``), both on the issue date
-  since the store keeps no date of voiding: the number stays visible in the gapless series, the
-  balance is nil.
+- A void invoice: its transaction on the issue date and a reversing one (tagged ``#void``) on the
+  day it was voided (``Invoice.voided_at``, UTC; the issue date for invoices voided before billsync
+  recorded when): the number stays visible in the gapless series, the balance is nil from then on.
 - An uncollectible invoice stays in receivable (there is no bad-debt account to write it off to).
 - A payment, on the day received: its money account debited (``bank`` for bank transfers and
   direct debits, ``card_clearing`` for cards, gateways and anything from Stripe, ``undeposited``
@@ -186,8 +186,9 @@ def _invoice_txns(ledger: LedgerSettings, invoice: Invoice, names: dict[str, str
     )
     if invoice.status != "void":
         return [issued]
+    voided_on = invoice.voided_at.astimezone(dt.UTC).date() if invoice.voided_at else invoice.issue_date
     reversal = _Txn(
-        date=invoice.issue_date,
+        date=max(voided_on, invoice.issue_date),
         order=0,
         key=f"{number}:1",
         payee=payee,

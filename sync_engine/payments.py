@@ -260,8 +260,10 @@ def record_refund(
 
 def refresh_overdue(session: Session, settings: Settings, *, as_of: dt.date) -> int:
     """Mark invoices past their due date overdue (and queue the news); returns how many changed."""
-    late = session.scalars(
-        select(Invoice).where(Invoice.status.in_(("open", "partially_paid")), Invoice.due_date < as_of)
+    late = session.scalars(  # locked: an invoice voided meanwhile is not made overdue again
+        select(Invoice)
+        .where(Invoice.status.in_(("open", "partially_paid")), Invoice.due_date < as_of)
+        .with_for_update()
     )
     count = 0
     customers: set[str] = set()
@@ -365,6 +367,10 @@ def _allocate(
     applied_on: dt.date | None = None,
 ) -> None:
     """``applied_on``: when the money went to this invoice (the receipt's date; later for credit)."""
+    # Locked and read again: a void or another payment committed since the invoice was read counts
+    # (PostgreSQL; SQLite has one writer at a time anyway).
+    session.flush()
+    session.refresh(invoice, with_for_update=True)
     if invoice.status not in PAYABLE or invoice.currency != payment.currency:
         return
     if invoice.customer_id != payment.customer_id:
@@ -427,6 +433,14 @@ def _settle(
         _queue_status(session, settings, invoice)
         _queue_orders(session, settings, [invoice.id])
     return True
+
+
+def queue_invoice_change(session: Session, settings: Settings, invoice: Invoice) -> None:
+    """Tell every system an invoice's new status (a void): the ERP and the CRM (``invoice_status``),
+    the CRM orders billed on it and the customer's balance; in the caller's transaction."""
+    _queue_status(session, settings, invoice)
+    _queue_orders(session, settings, [invoice.id])
+    _queue_customer(session, settings, invoice.customer_id)
 
 
 def _destinations(settings: Settings, entity: str) -> list[str]:

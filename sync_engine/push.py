@@ -8,6 +8,11 @@ Per entity (customers, then items, then invoices, so references resolve), in bat
 3. the batch goes out with deterministic ``bId``s and ``requestid`` (QBO discards a replay);
 4. per item, in one transaction: binding (remote id, SyncToken, payload hash) + row ``sent``; a
    refused record goes to the dead letters; a temporary failure returns the row to ``pending``.
+
+A void (``invoice_void``) is not a record of its own: it acts on the invoice's remote copy, found by the
+invoice's binding, after the invoice itself (one not pushed yet is created first, then voided). It is
+sent once: its own binding, made when the void succeeds, marks it done; a resend after an unknown
+outcome keeps its key, so QBO answers it from its request-id cache instead of voiding again.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from sqlalchemy import select
 
@@ -40,11 +45,13 @@ from sync_engine.store.models import (
     SyncRun,
     utcnow,
 )
+from sync_engine.voiding import invoice_void_documents
 
 ORDER = (
     "customer",
     "product",
     "invoice",
+    "invoice_void",
     "credit_note",
     "invoice_status",
     "payment",
@@ -52,6 +59,11 @@ ORDER = (
     "customer_balance",
     "order_balance",
 )
+
+#: Entities written as an operation on the remote copy of another entity: (that entity, operation).
+ACTS_ON: Final[dict[str, tuple[str, Literal["void"]]]] = {"invoice_void": ("invoice", "void")}
+#: Entities written once: a binding means done (an invoice is never rewritten, a void never repeated).
+WRITTEN_ONCE: Final = ("invoice", *ACTS_ON)
 
 
 @dataclass
@@ -75,7 +87,7 @@ class _Prepared:
     canonical_id: str
     doc: dict[str, Any]
     payload: dict[str, Any]
-    operation: Literal["create", "update"]
+    operation: Literal["create", "update", "void"]
     natural_key: str
     outcome_unknown: bool
     remote_id: str | None
@@ -257,6 +269,8 @@ def _prepare(
         ids = [r.canonical_id for r in rows]
         documents = _documents(session, entity, ids)
         bound = bindings_by_canonical(session, system, entity, ids)
+        acts_on = ACTS_ON.get(entity)
+        targets = bindings_by_canonical(session, system, acts_on[0], ids) if acts_on else {}
         prepared: list[_Prepared] = []
         for row in rows:
             doc = documents.get(row.canonical_id)
@@ -277,7 +291,7 @@ def _prepare(
             same = (
                 binding is not None and binding.payload_hash == payload_hash(doc) and row.action != "resync"
             )
-            if binding is not None and (entity == "invoice" or same):
+            if binding is not None and (entity in WRITTEN_ONCE or same):
                 _done(row)
                 result.unchanged += 1
                 continue
@@ -290,7 +304,14 @@ def _prepare(
                 else:
                     _fail(session, row, run_id, entity, system, doc, str(exc), "MappingError", result)
                 continue
-            operation: Literal["create", "update"] = "create" if binding is None else "update"
+            operation: Literal["create", "update", "void"] = "create" if binding is None else "update"
+            if acts_on is not None:
+                target = targets.get(row.canonical_id)
+                if target is None:  # the record it acts on has not reached the destination yet
+                    row.last_error = f"waiting for the {acts_on[0]} to reach {system}"
+                    result.deferred += 1
+                    continue
+                binding, operation = target, acts_on[1]
             prepared.append(
                 _Prepared(
                     row_id=row.id,
@@ -337,6 +358,7 @@ def _apply_results(
     fresh_versions = {
         p.canonical_id: connector.get(qbo_entity, str(p.remote_id))
         for p in failed_with(connector.stale_error)
+        if p.operation == "update"  # a void re-reads the version itself; a second stale one is refused
     }
     with runtime.transaction() as session:
         for p in sent:
@@ -344,7 +366,10 @@ def _apply_results(
             assert row is not None
             outcome = by_key.get(p.key)
             if outcome is not None and outcome.ok and outcome.entity is not None:
-                _bound(session, system, entity, row, connector.identity(outcome.entity), payload_hash(p.doc))
+                identity = connector.identity(outcome.entity)
+                _bound(session, system, entity, row, identity, payload_hash(p.doc))
+                if entity in ACTS_ON:  # the record acted on has a new version now
+                    _new_version(session, system, ACTS_ON[entity][0], p.canonical_id, identity[1])
                 result.sent[entity] = result.sent.get(entity, 0) + 1
                 continue
             error = outcome.error if outcome is not None else None
@@ -407,6 +432,8 @@ def _documents(session: Any, entity: str, ids: list[str]) -> dict[str, dict[str,
         }
         invoices = session.scalars(select(Invoice).where(Invoice.id.in_(ids)))
         return {inv.id: invoice_document(inv, products) for inv in invoices}
+    if entity == "invoice_void":
+        return invoice_void_documents(session, ids)
     if entity == "invoice_status":
         invoices = session.scalars(select(Invoice).where(Invoice.id.in_(ids)))
         return {inv.id: invoice_status_document(inv) for inv in invoices}
@@ -452,6 +479,12 @@ def _bound(
     )
     _done(row)
     resolve_dead_letters(session, stream=f"push:{system}", entity=entity, external_ids=[row.canonical_id])
+
+
+def _new_version(session: Any, system: str, entity: str, canonical_id: str, version: str) -> None:
+    binding = bindings_by_canonical(session, system, entity, [canonical_id]).get(canonical_id)
+    if binding is not None:
+        binding.remote_version = version
 
 
 def _adopt(

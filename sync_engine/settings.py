@@ -109,6 +109,7 @@ class DestinationSettings(BaseModel):
             "customer",
             "product",
             "invoice",
+            "invoice_void",
             "invoice_status",
             "payment",
             "credit_note",

@@ -15,7 +15,11 @@ a Payment (usually of ``TotalAmt`` 0) with one line linking the Invoice and one 
 of the amount applied; ``TotalAmt`` must cover the invoice lines less the credit lines (the rest is
 ``UnappliedAmt``), the credit lines may not exceed the memo's ``RemainingCredit`` nor the invoice lines,
 and applying, changing or deleting the payment moves the memo's ``Balance``, ``RemainingCredit`` and
-``LinkedTxn`` as it moves the invoice's. Change Data Capture (``GET .../cdc``) answers the
+``LinkedTxn`` as it moves the invoice's. An Invoice is voided as python-quickbooks' ``Invoice.void``
+asks (``POST invoice?operation=void`` with ``Id`` and ``SyncToken``): it stays, with every amount zeroed
+(lines, ``TotalAmt``, ``Balance``, tax), quantities and unit prices dropped and "Voided" before its
+``PrivateNote`` (the response of Intuit's documentation); one with payments applied is refused with a
+6000 business validation fault. Change Data Capture (``GET .../cdc``) answers the
 entities changed since a time within the last 30 days, deletions as ``status: Deleted``.
 Approximations are marked as such where the real error code is not documented. Each request runs on
 its own server thread; all state changes happen under the base class's re-entrant ``_lock``.
@@ -43,6 +47,7 @@ import json
 import re
 import secrets
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
@@ -450,6 +455,10 @@ class QuickBooksSandbox(Sandbox):
         self._deleted: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in ENTITIES.values()}
         self._links: dict[str, dict[str, Decimal]] = {}  # Invoice Id -> Payment Id -> amount applied
         self._credit_links: dict[str, dict[str, Decimal]] = {}  # CreditMemo Id -> Payment Id -> amount used
+        self._voided: set[str] = set()  # Invoice Ids voided
+        #: Invoice Id -> voids applied through the API (a resend answered from the request-id cache,
+        #: or a void of a void invoice, applies nothing)
+        self.voids_applied: Counter[str] = Counter()
         self._clock_offset = dt.timedelta(0)
         self.cdc_limit = CDC_LIMIT
         self._by_request_id: dict[str, Response] = {}
@@ -547,8 +556,8 @@ class QuickBooksSandbox(Sandbox):
             self._expire_once = True
 
     def stale_next_update(self, n: int = 1) -> None:
-        """The next ``n`` updates (single or batch item) get the real 5010 Stale Object fault, as if
-        someone had edited the entity in QBO just before; nothing is applied."""
+        """The next ``n`` updates (single or batch item) and voids get the real 5010 Stale Object
+        fault, as if someone had edited the entity in QBO just before; nothing is applied."""
         with self._lock:
             self._stale_updates += n
 
@@ -684,6 +693,7 @@ class QuickBooksSandbox(Sandbox):
                 "clock_offset": str(self._clock_offset.total_seconds()),
                 "next_id": self._next_id,
                 "next_doc_number": self._next_doc_number,
+                "voided": sorted(self._voided, key=int),
                 "refresh_token": self._refresh_token,
                 "refresh_expires": str(self._refresh_expires),
                 "access_tokens": {token: str(expires) for token, expires in self._access_tokens.items()},
@@ -711,6 +721,7 @@ class QuickBooksSandbox(Sandbox):
                     for txn_id, applied in _allocations(payment, txn_type).items():
                         links.setdefault(txn_id, {})[payment["Id"]] = applied
             self._next_doc_number = int(state["next_doc_number"])
+            self._voided = {str(invoice_id) for invoice_id in state.get("voided", [])}
             self._refresh_token = state["refresh_token"]
             self._refresh_expires = float(state["refresh_expires"])
             self._access_tokens = {token: float(expires) for token, expires in state["access_tokens"].items()}
@@ -883,6 +894,8 @@ class QuickBooksSandbox(Sandbox):
         operation = request.arg("operation")
         if operation == "delete" and name in _DELETABLE:
             return _json(200, self._wrap({name: self._delete(name, payload)}))
+        if operation == "void" and name == "Invoice":
+            return _json(200, self._wrap({name: self._void(name, payload)}))
         if operation not in (None, "update"):
             raise QboFault("500", "Unsupported Operation", f"Operation {operation} is not supported.")
         entity = self._apply(name, payload)
@@ -1117,6 +1130,57 @@ class QuickBooksSandbox(Sandbox):
         }
         self.applied_writes += 1
         return {"domain": "QBO", "status": "Deleted", "Id": current["Id"]}
+
+    def voided(self, invoice_id: str) -> bool:
+        """Whether the invoice has been voided."""
+        with self._lock:
+            return str(invoice_id) in self._voided
+
+    def _void(self, name: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """``?operation=void``: the invoice stays, every amount zeroed; QBO's answer is the invoice.
+
+        Refused (6000) while payments are applied to it: an accountant deletes or unapplies them
+        first. Voiding a void invoice again changes nothing (approximation: QBO's answer to that is
+        undocumented)."""
+        if "Id" not in payload:
+            raise _missing("Id")
+        if "SyncToken" not in payload:
+            raise _missing("SyncToken")
+        current = self._store[name].get(str(payload["Id"]))
+        if current is None:
+            raise _not_found()
+        self._check_version(current, payload, api=True)
+        if current["Id"] in self._voided:
+            return copy.deepcopy(current)
+        applied = sum(self._links.get(current["Id"], {}).values(), Decimal("0"))
+        if applied:  # approximation of QBO's words; the refusal and its code are QBO's
+            raise QboFault(
+                "6000",
+                _BUSINESS,
+                f"Business Validation Error: This transaction has payments applied to it "
+                f"({applied}). Delete or unapply the payments before you void it.",
+            )
+        now = self._now_text("seconds")
+        voided = copy.deepcopy(current)
+        for line in voided.get("Line") or []:
+            line["Amount"] = Decimal("0")
+            detail = line.get("SalesItemLineDetail")
+            if isinstance(detail, dict):
+                detail.pop("Qty", None)
+                detail.pop("UnitPrice", None)
+        note = str(voided.get("PrivateNote") or "")
+        voided["PrivateNote"] = f"Voided {note}" if note else "Voided"
+        voided["TotalAmt"] = voided["HomeTotalAmt"] = voided["Balance"] = Decimal("0")
+        voided["Deposit"] = Decimal("0")
+        voided["TxnTaxDetail"] = {"TotalTax": Decimal("0")}
+        voided["LinkedTxn"] = []
+        voided["SyncToken"] = str(int(current["SyncToken"]) + 1)
+        voided["MetaData"] = {**current["MetaData"], "LastUpdatedTime": now}
+        self._store[name][current["Id"]] = voided
+        self._voided.add(current["Id"])
+        self.voids_applied[current["Id"]] += 1
+        self.applied_writes += 1
+        return copy.deepcopy(voided)
 
     def _settle(
         self, payment_id: str, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, now: str

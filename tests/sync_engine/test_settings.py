@@ -375,6 +375,7 @@ def test_shipped_example_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         "quickbooks/customer.out",
         "quickbooks/item.out",
         "quickbooks/invoice.out",
+        "quickbooks/invoice_void.out",
     ):
         (shipped / f"{name}.yaml").parent.mkdir(parents=True, exist_ok=True)
         (shipped / f"{name}.yaml").write_text("fields: {}\n")
@@ -399,6 +400,6 @@ def test_shipped_example_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ("Order", "order"),
         ("OrderItem", "order_line"),
     ]
-    assert set(settings.destinations[0].mappings) == {"customer", "product", "invoice"}
+    assert set(settings.destinations[0].mappings) == {"customer", "product", "invoice", "invoice_void"}
     assert settings.schedules
     assert isinstance(settings, Settings)

@@ -23,7 +23,7 @@ from connectors.stripe.webhook import sign
 from sync_engine.runtime import Runtime
 from sync_engine.settings import PaymentSettings, StripeSettings
 from sync_engine.store.models import DeadLetter, Invoice, Payment, WebhookEvent
-from sync_engine.webapp import create_app
+from sync_engine.web import create_app
 from tests.sync_engine.books import add_rows, customer_row, invoice_row, make_runtime
 
 SECRET = "whsec_test_secret"
