@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
+import uuid
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from sync_engine.reports import REPORT_NAMES, Report, UnknownReport, run_report
@@ -31,6 +33,8 @@ from sync_engine.store.models import (
     PaymentAllocation,
     Refund,
 )
+from sync_engine.users import add_user, create_token
+from sync_engine.web import create_app
 from tests.sync_engine.books import add_rows, customer_row, invoice_row, make_runtime
 
 BILLSYNC = Path(sys.executable).parent / "billsync"
@@ -395,13 +399,20 @@ def test_mrr_reconciles_with_recurring_revenue_on_the_demo_and_the_cli_matches_t
             assert moved == Decimal(row["mrr"]), row
         assert dict(summed) == dict(expected)
 
-        # the CLI prints exactly what the API gets from run_report (default as_of included)
-        for args in (("mrr", "--months", "12"), ("ageing",)):
+        # the CLI prints exactly what the API answers over HTTP (default as_of included)
+        with runtime.transaction() as session:
+            viewer = f"finance-{uuid.uuid4().hex[:8]}"  # the workdir is shared (and may be reused)
+            add_user(session, viewer, "a long enough password", "viewer")
+            token = create_token(session, viewer, "report test")
+        api = TestClient(create_app(runtime))
+        for args, query in ((("mrr", "--months", "12"), "mrr?months=12"), (("ageing",), "ageing")):
             done = billsync("report", *args, "--json", "-c", str(config))
             assert done.returncode == 0, done.stderr
+            answer = api.get(f"/api/reports/{query}", headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 200, answer.text
+            assert json.loads(done.stdout) == answer.json()
             name, *rest = args
-            months = int(rest[1]) if rest else None
-            assert json.loads(done.stdout) == run_report(runtime, name, months=months).to_dict()
+            assert answer.json() == run_report(runtime, name, months=int(rest[1]) if rest else None).to_dict()
 
         # the ageing covers exactly what the invoices still have due
         ageing = run_report(runtime, "ageing").to_dict()
