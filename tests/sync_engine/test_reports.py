@@ -7,8 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
-import uuid
 import sys
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
