@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck contracts unit install clean crash-test
+.PHONY: demo test lint typecheck contracts unit install clean crash-test browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,18 @@ typecheck: $(STAMP)
 contracts: $(STAMP)
 	$(BIN)/lint-imports
 
-unit: $(STAMP)
+# Debian's Chromium for the browser tests (tests/browser; Playwright's own browser download does not
+# work here). Installed only when missing; the tests fail without it when CI is set.
+CHROMIUM := /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT      := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+
+browser:
+	@test -x $(CHROMIUM) || $(APT) install -y chromium \
+		|| { $(APT) update && $(APT) install -y chromium; }
+	@test -x $(CHROMIUM) || { echo "$(CHROMIUM) is still missing" >&2; exit 1; }
+
+unit: $(STAMP) browser
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest -q tests/billing --cov=billing --cov-branch --cov-fail-under=100 --cov-report=term-missing:skip-covered
 

@@ -142,8 +142,13 @@ def replay_letters(runtime: Runtime, where: LetterFilter, requested_by: str, as_
                         )
                         .values(status="pending", last_error=None)
                     )
+    # what the replay may have queued: re-pulled records and re-billed invoices can go anywhere, a
+    # failed push only to its own destination, a re-sent mail nowhere (support waits for this)
+    pushed = {n.removeprefix(PUSH_PREFIX) for n in by_stream if n.startswith(PUSH_PREFIX)}
+    anywhere = any(n in streams or n == BILLING_STREAM for n in by_stream)
     for destination in runtime.settings.destinations:
-        push_destination(runtime, destination)
+        if anywhere or destination.name in pushed:
+            push_destination(runtime, destination)
     with runtime.transaction() as session:
         after = {d.id: d.status for d in session.scalars(select(DeadLetter).where(DeadLetter.id.in_(ids)))}
         result.still_failing = sum(1 for status in after.values() if status == "open")
@@ -267,7 +272,7 @@ def resync_stream(
 
 # -- runs and status ---------------------------------------------------------------------------------
 def run_dict(run: SyncRun) -> dict[str, Any]:
-    duration = (run.finished_at - run.started_at).total_seconds() if run.finished_at else None
+    duration = max(0.0, (run.finished_at - run.started_at).total_seconds()) if run.finished_at else None
     return {
         "id": run.id,
         "kind": run.kind,

@@ -26,6 +26,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sync_engine.store.db import make_engine, upgrade_database
 from sync_engine.store.db import session_factory as make_session_factory
+from tests.demo_fixture import demo_workdir
+
+#: ``demo_workdir`` is registered here once: pytest caches a session fixture per registration, so a
+#: second conftest importing it would run the demo (minutes) a second time.
+__all__ = ["demo_workdir"]
 
 PG_URL_ENV = "BILLSYNC_TEST_DATABASE_URL"
 
