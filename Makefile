@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck contracts unit install clean crash-test browser
+.PHONY: demo test lint typecheck contracts unit install clean crash-test browser scale-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,18 @@ test: lint typecheck contracts unit
 # SIGKILL `billsync sync` 20 times during a push of 2,000+ invoices; nothing may be duplicated or lost.
 crash-test: $(STAMP)
 	$(BIN)/python -m tests.crash.crash_test --kills 20
+
+# 3 `billsync worker`s (one SIGKILLed midway) and then 1 push 20,000 invoices through the local
+# PostgreSQL to sandboxes answering in 20 ms: each exactly once; prints the 3/1 throughput ratio.
+SCALE_INVOICES ?= 20000
+scale-test: $(STAMP)
+	$(BIN)/python -m tests.scale.scale_test --invoices $(SCALE_INVOICES) --latency-ms 20
+
+# Every benchmark in bench/ against its baseline, measured in the same run (about 5 minutes; not in
+# CI): one table, bench/results.json, non-zero exit if a goal is missed. Needs the local PostgreSQL.
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache billsync-demo

@@ -6,17 +6,16 @@ proration, some discounted, all taxed at 20 %), so the run prices 100,000 lines 
 invoices with their explanations. The baseline, timed in the same run, is a bare loop doing only
 the arithmetic of the same lines (amount x quantity, rounding, tax): what no billing engine can beat.
 
-Goal (issue 4): at most 10 s. Run: ``.venv/bin/python -m bench.bench_billing`` (prints JSON results).
+Goal (issue 4): at most 10 s. Run: ``.venv/bin/python -m bench.bench_billing`` (prints its results as JSON); ``make bench`` runs it with the others.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
 
+from bench.common import Result, emit
 from billing import Customer, Discount, PriceSpec, Subscription, TaxRate, generate
 from billing.money import Currency
 
@@ -67,7 +66,7 @@ def baseline(subscriptions: list[Subscription], prices: list[PriceSpec]) -> floa
     return time.perf_counter() - start
 
 
-def run(n: int = 100_000) -> list[dict[str, Any]]:
+def run(n: int = 100_000) -> list[Result]:
     customers, prices, subscriptions = workload(n)
     start = time.perf_counter()
     result = generate(
@@ -104,4 +103,4 @@ def run(n: int = 100_000) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    emit(run())

@@ -2,17 +2,17 @@
 doing the same work on the same records, in the same process.
 
 Goals (issue 3): at most 2x the hand-written time, and at least 50,000 records/s on one core.
-Run: ``.venv/bin/python -m bench.bench_mappings`` (prints a JSON list of results).
+Run: ``.venv/bin/python -m bench.bench_mappings`` (prints its results as JSON); ``make bench`` runs it with the others.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.common import Result, emit
 from mappings.engine import Mapper
 from mappings.spec import BUILTIN_DIR, load_spec
 
@@ -90,7 +90,7 @@ def best_of(fn: Callable[[list[dict[str, Any]]], Any], data: list[dict[str, Any]
     return best
 
 
-def run(n: int = 50_000) -> list[dict[str, Any]]:
+def run(n: int = 50_000) -> list[Result]:
     spec = load_spec(BUILTIN_DIR / "salesforce" / "account.in.yaml")
     mapper = Mapper(spec)
     data = records(n)
@@ -120,4 +120,4 @@ def run(n: int = 50_000) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    emit(run())

@@ -18,6 +18,12 @@ default): the real "outcome unknown" case, where a write happened but its answer
 subclass renders the vendor-correct bodies (:meth:`Sandbox.fault_response`) and adds the vendor's
 scheduled events (expired session, stale version...) in :meth:`Sandbox.arm_run_events`. Token, login,
 WSDL and discovery endpoints are never faulted unless a route opts in (``route(..., faults=True)``).
+
+Vendor limits (off by default, so tests and the demo run at loopback speed): ``latency=0.05`` holds
+every answer that long (a WAN round trip), and a subclass's ``limits="real"`` refuses what the vendor
+would, through :meth:`Sandbox.admit` with the shared parts below: :class:`SlidingWindow` ("N requests a
+minute" per key, counted at arrival) and :class:`ConcurrencyGate` ("N in flight" per key, the next one
+refused, never queued). Their clocks and window lengths are injectable so tests do not wait a minute.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -98,6 +104,103 @@ class Fault:
 
     kind: str
     applied: bool = False
+
+
+class SlidingWindow:
+    """At most ``limit`` events in any ``window`` seconds, per key: a vendor's "N requests a minute".
+
+    Events are counted when admitted (the server's arrival time); refused ones are not counted.
+    Thread-safe. ``clock`` (monotonic seconds) is injectable so a test moves time instead of waiting.
+    """
+
+    def __init__(self, limit: int, window: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("a sliding window needs a limit >= 1 and a window > 0 seconds")
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._events: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _current(self, key: str, now: float) -> deque[float]:
+        events = self._events.setdefault(key, deque())
+        while events and events[0] <= now - self.window:
+            events.popleft()
+        return events
+
+    def has_room(self, key: str = "") -> bool:
+        with self._lock:
+            return len(self._current(key, self._clock())) < self.limit
+
+    def add(self, key: str = "") -> int:
+        """Count one event whatever the limit (e.g. a call that is answered over the limit); returns
+        the count in the window, this one included."""
+        with self._lock:
+            now = self._clock()
+            events = self._current(key, now)
+            events.append(now)
+            return len(events)
+
+    def admit(self, key: str = "") -> bool:
+        """Count one event if the window has room; False (nothing counted) when it is full."""
+        with self._lock:
+            now = self._clock()
+            events = self._current(key, now)
+            if len(events) >= self.limit:
+                return False
+            events.append(now)
+            return True
+
+    def count(self, key: str = "") -> int:
+        with self._lock:
+            return len(self._current(key, self._clock()))
+
+    def retry_after(self, key: str = "") -> float:
+        """Seconds until the window has room again (0 when it has room now)."""
+        with self._lock:
+            now = self._clock()
+            events = self._current(key, now)
+            if len(events) < self.limit:
+                return 0.0
+            return max(0.0, events[len(events) - self.limit] + self.window - now)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._events.clear()
+
+
+class ConcurrencyGate:
+    """At most ``limit`` requests in flight per key; one more is refused at once (never queued), as a
+    vendor's "10 concurrent requests" answers the 11th. ``peak`` keeps the most seen in flight."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a concurrency gate needs a limit >= 1")
+        self.limit = limit
+        self._in_flight: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def enter(self, key: str = "") -> bool:
+        with self._lock:
+            if self._in_flight[key] >= self.limit:
+                return False
+            self._in_flight[key] += 1
+            self.peak[key] = max(self.peak[key], self._in_flight[key])
+            return True
+
+    def leave(self, key: str = "") -> None:
+        with self._lock:
+            self._in_flight[key] = max(0, self._in_flight[key] - 1)
+
+    def in_flight(self, key: str = "") -> int:
+        with self._lock:
+            return self._in_flight[key]
+
+
+#: What :meth:`Sandbox.admit` returns: a refusal to send (or None) and what to call when the request
+#: is answered (or None).
+Admission = tuple[Response | None, Callable[[], None] | None]
 
 
 def _label(pattern: str) -> str:
@@ -168,7 +271,14 @@ class Sandbox:
         fault_delay: float = 2.0,
         fault_kinds: Iterable[str] | None = None,
         fault_applied: float = 0.5,
+        latency: float = 0.0,
     ) -> None:
+        """``latency``: seconds every routed answer is held (a WAN round trip; 0: none)."""
+        if latency < 0:
+            raise ValueError("latency must not be negative")
+        self.latency = latency
+        #: requests refused by the vendor limits (:meth:`admit`), by the limit's name
+        self.limit_refusals: Counter[str] = Counter()
         self._routes: list[_Route] = []
         self._lock = threading.RLock()
         self.calls = 0
@@ -227,6 +337,25 @@ class Sandbox:
         route = self._find(request)
         if route is None:
             return self.not_found(request)
+        refusal, release = self.admit(request, route.label)
+        try:
+            if self.latency > 0:
+                self._stopping.wait(self.latency)
+            if refusal is not None:
+                return refusal
+            return self._handle_admitted(request, route)
+        finally:
+            if release is not None:
+                release()
+
+    def admit(self, request: Request, label: str) -> Admission:
+        """The vendor's limits, checked when a request arrives (before latency and faults) on the route
+        ``label`` (``"POST /v3/company/{realm}/batch"``): a refusal to answer instead, and a callable
+        run once the request is answered (e.g. leaving a :class:`ConcurrencyGate`). The base class
+        enforces none."""
+        return None, None
+
+    def _handle_admitted(self, request: Request, route: _Route) -> Response | None:
         fault = self._draw_fault(request, route)
         if fault is None:
             return _run(route.handler, request)

@@ -68,10 +68,14 @@ def bind(
     remote_version: str | None = None,
     hash_: str | None = None,
     existing: Binding | None = None,
+    looked_up: bool = False,
 ) -> Binding:
-    """Create or update the binding of ``canonical_id`` in ``system``."""
+    """Create or update the binding of ``canonical_id`` in ``system``.
+
+    ``looked_up``: the caller already looked for the binding (in bulk, for a page) and ``existing`` is
+    what it found, so None means there is none and no query is made."""
     binding = existing
-    if binding is None:
+    if binding is None and not looked_up:
         binding = session.scalars(
             select(Binding).where(
                 Binding.system == system, Binding.entity == entity, Binding.canonical_id == canonical_id

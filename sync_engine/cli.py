@@ -43,9 +43,21 @@ def config_check(config: Path = ConfigOption) -> None:
 @db_app.command("upgrade")
 def db_upgrade(config: Path = ConfigOption, revision: str = "head") -> None:
     """Create or migrate the state store to the newest schema."""
-    from sync_engine.store.db import upgrade_database
+    from sync_engine.store.db import make_engine, upgrade_database
 
-    upgrade_database(_settings(config).database_url, revision)
+    settings = _settings(config)
+    upgrade_database(settings.database_url, revision)
+    if settings.executor == "procrastinate":  # the job queue lives next to billsync's tables
+        from sync_engine.executors.distributed import apply_schema
+
+        engine = make_engine(settings.database_url)
+        try:
+            created = apply_schema(engine)
+        finally:
+            engine.dispose()
+        typer.echo(
+            "procrastinate's job queue created" if created else "procrastinate's job queue is in place"
+        )
     typer.echo("database is at the newest schema")
 
 
@@ -228,12 +240,20 @@ def sandbox(
     orders: int = typer.Option(520, min=1),
     faults: float = typer.Option(0.0, min=0.0, max=0.5, help="share of API calls answered with a fault"),
     seed: int | None = typer.Option(None, help="seed of the fault injection"),
+    limits: str = typer.Option(
+        "off", help="'real': enforce QBO's throttles and Salesforce's daily API allowance"
+    ),
+    latency_ms: float = typer.Option(0.0, min=0.0, help="hold every answer this long (milliseconds)"),
 ) -> None:
     """Run the Salesforce, QuickBooks Online and NAV ERP sandboxes in the foreground (Ctrl-C stops them).
 
     Writes WORKDIR/billsync.yaml pointing at them, so `billsync sync -c WORKDIR/billsync.yaml` works.
     With --faults, an expired session, an expired token and a stale version are armed every minute.
+    With --limits real, QBO answers 429 past 500 requests / 40 batches a minute or 10 in flight per
+    company and Salesforce 403 past 15,000 calls a day; billsync.yaml then paces QBO calls to match.
     """
+    if limits not in ("off", "real"):
+        raise typer.BadParameter("--limits is 'off' or 'real'", param_hint="--limits")
     import datetime as dt
     import time
 
@@ -248,9 +268,11 @@ def sandbox(
     options: dict[str, object] = (
         {"faults": faults, "seed": seed, "fault_delay": FAULT_DELAY} if faults else {}
     )
+    options["latency"] = latency_ms / 1000.0
+    limited = {"limits": limits}  # NAV publishes no API limits
     with (
-        SalesforceSandbox(cert_dir=certs, **options) as sf,  # type: ignore[arg-type]
-        QuickBooksSandbox(cert_dir=certs, **options) as qbo,  # type: ignore[arg-type]
+        SalesforceSandbox(cert_dir=certs, **limited, **options) as sf,  # type: ignore[arg-type]
+        QuickBooksSandbox(cert_dir=certs, **limited, **options) as qbo,  # type: ignore[arg-type]
         NavSandbox(cert_dir=certs, **options) as erp,  # type: ignore[arg-type]
     ):
         seed_salesforce(sf, accounts=accounts, orders=orders, today=dt.datetime.now(dt.UTC).date())
@@ -263,6 +285,7 @@ def sandbox(
         typer.echo(
             f"faults:              {faults:.0%} of API calls" if faults else "faults:              none"
         )
+        typer.echo(f"limits:              {limits}, latency {latency_ms:g} ms")
         typer.echo("Ctrl-C to stop.")
         try:
             while True:
@@ -541,6 +564,41 @@ def daemon(
         secrets=settings.secret_values(),
     )
     raise typer.Exit(Daemon(runtime, workers=workers).run(run_now=run_now))
+
+
+@app.command()
+def worker(
+    config: Path = ConfigOption,
+    name: str | None = typer.Option(None, help="a name unique among running workers (default: host-pid)"),
+    concurrency: int = typer.Option(2, min=1, max=64, help="jobs this process runs at once"),
+    heartbeat: float = typer.Option(
+        10.0, min=0.5, help="seconds between heartbeats; a worker silent for 3 of them is stalled"
+    ),
+    log_format: str = typer.Option("json", help="json (one object per line) or console"),
+) -> None:
+    """Run the jobs the daemon enqueues (executor: procrastinate), until SIGTERM; start any number."""
+    from sync_engine.executors.distributed import run_worker
+    from sync_engine.logging import configure_logging
+
+    runtime = _runtime(config)
+    settings = runtime.settings
+    if settings.executor != "procrastinate":
+        typer.echo(
+            "billsync: billsync.yaml has executor: embedded, whose daemon runs its own jobs; "
+            "set executor: procrastinate (PostgreSQL) to run workers",
+            err=True,
+        )
+        raise typer.Exit(2)
+    configure_logging(
+        format="json" if log_format == "json" else "console",
+        level=settings.logging.level,
+        secrets=settings.secret_values(),
+    )
+    code = run_worker(runtime, name=name, concurrency=concurrency, heartbeat=heartbeat)
+    runtime.close()
+    if code == 3:
+        typer.echo(f"billsync: a worker named {name!r} is already running; give another --name", err=True)
+    raise typer.Exit(code)
 
 
 billing_app = typer.Typer(help="Price scenarios offline with the billing engine.", no_args_is_help=True)

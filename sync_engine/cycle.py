@@ -52,7 +52,7 @@ class CycleResult:
     @property
     def unfinished(self) -> bool:
         """True when the next run has work this one could not finish (transient failures)."""
-        return bool(self.retry_later) or any(p.retry_later or p.deferred for p in self.pushes)
+        return bool(self.retry_later) or any(p.retry_later or p.deferred or p.busy for p in self.pushes)
 
 
 @contextmanager

@@ -11,6 +11,9 @@ Choices made deliberately (DESIGN.md §5, and the failure that hits such daemons
 - SIGTERM/SIGINT: no new runs start; the run in hand stops at its next checkpoint (between pages,
   batches, invoices), with everything done so far committed; the process exits 0. The next start
   resumes from the cursors and the outbox, without duplicates.
+- Where a fire's work runs is the executor's business (:mod:`sync_engine.executors`): here, in a thread
+  pool (``embedded``), or in ``billsync worker`` processes (``procrastinate``: the daemon only
+  enqueues, each fire once however many daemons run).
 """
 
 from __future__ import annotations
@@ -21,56 +24,72 @@ import threading
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.base import run_job as aps_run_job
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from sync_engine.cycle import run_cycle
+from sync_engine.executors import Executor, make_executor
+from sync_engine.executors.base import STEPS
+from sync_engine.executors.embedded import run_job
 from sync_engine.logging import get_logger
-from sync_engine.runtime import Runtime, StopRequested
-from sync_engine.settings import ScheduleSettings
+from sync_engine.runtime import Runtime
 from sync_engine.store.models import SyncRun, utcnow
 
+__all__ = ["STEPS", "Daemon", "run_job"]
+
 log = get_logger("billsync.daemon")
-STEPS = {
-    "pull": ("pull",),
-    "bill": ("bill",),
-    "deliver": ("deliver",),
-    "collect": ("collect",),
-    "push": ("push",),
-    "cycle": ("pull", "bill", "deliver", "collect", "push"),
-}
 
 
-def run_job(runtime: Runtime, schedule: ScheduleSettings) -> None:
-    """One scheduled run; a stop request ends it quietly at a checkpoint."""
-    log.info("run starting", schedule=schedule.name, job=schedule.job)
-    try:
-        result = run_cycle(runtime, as_of=dt.datetime.now(dt.UTC).date(), steps=STEPS[schedule.job])
-    except StopRequested:
-        log.info("run stopped at a checkpoint; the work done is committed", schedule=schedule.name)
-        return
-    log.info(
-        "run finished",
-        schedule=schedule.name,
-        pulled={p.stream: p.read for p in result.pulls},
-        invoices=result.bill.invoices_created if result.bill else None,
-        pushed={p.destination: p.sent for p in result.pushes},
-    )
+class _Fire:
+    """An APScheduler job as seen for one of its fire times: called with ``fire_time=`` that time."""
+
+    def __init__(self, job: Any, fire_time: dt.datetime) -> None:
+        self.id, self.misfire_grace_time = job.id, job.misfire_grace_time
+        self.func, self.args, self.kwargs = job.func, job.args, {**job.kwargs, "fire_time": fire_time}
+        self._text = str(job)
+
+    def __str__(self) -> str:
+        return self._text
+
+
+def _run_fires(job: Any, jobstore: str, run_times: list[dt.datetime], logger_name: str) -> list[Any]:
+    events: list[Any] = []
+    for run_time in run_times:
+        events += aps_run_job(_Fire(job, run_time), jobstore, [run_time], logger_name)
+    return events
+
+
+class _FireTimePool(ThreadPoolExecutor):  # type: ignore[misc]
+    """APScheduler's thread pool, except that each call learns the fire time it is for (which the
+    distributed executor needs to enqueue a fire once; APScheduler 3 does not pass it)."""
+
+    def _do_submit_job(self, job: Any, run_times: list[dt.datetime]) -> None:
+        def callback(future: Any) -> None:
+            exc = future.exception()
+            if exc is not None:
+                self._run_job_error(job.id, exc, exc.__traceback__)
+            else:
+                self._run_job_success(job.id, future.result())
+
+        self._pool.submit(
+            _run_fires, job, job._jobstore_alias, run_times, self._logger.name
+        ).add_done_callback(callback)
 
 
 class Daemon:
-    def __init__(self, runtime: Runtime, *, workers: int = 2) -> None:
+    def __init__(self, runtime: Runtime, *, workers: int = 2, executor: Executor | None = None) -> None:
         self.runtime = runtime
+        self.executor = executor or make_executor(runtime)
         self.stopped = threading.Event()
         self.scheduler = BackgroundScheduler(
-            timezone=dt.UTC, executors={"default": ThreadPoolExecutor(max_workers=workers)}
+            timezone=dt.UTC, executors={"default": _FireTimePool(max_workers=workers)}
         )
         self.scheduler.add_listener(self._on_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
         for schedule in runtime.settings.schedules:
             self.scheduler.add_job(
-                run_job,
-                trigger=schedule.trigger(),
-                args=[runtime, schedule],
+                self.executor.fire,
+                trigger=schedule.trigger(aligned=self.executor.aligned_triggers),
+                args=[schedule],
                 id=schedule.name,
                 name=schedule.name,
                 misfire_grace_time=schedule.misfire_grace_seconds,
@@ -119,6 +138,7 @@ class Daemon:
         while not self.stopped.wait(1.0):
             pass
         self.scheduler.shutdown(wait=True)  # running jobs end at their next checkpoint
+        self.executor.close()
         self.runtime.close()
         log.info("daemon stopped")
         return 0

@@ -127,6 +127,8 @@ def write_workdir(
                 "api_url": qbo.base_url,
                 "token_url": qbo.token_url,
                 "ca_file": str(qbo.cert_file),
+                # client-side pacing as the sandbox throttles: none, or QBO's real limits
+                **qbo.client_limits(),
             },
         },
         "streams": [

@@ -42,10 +42,12 @@ from billing import Invoice as BillingInvoice
 from billing import InvoiceLine as BillingLine
 from billing.model import INVOICE_STATUSES, InvoiceStatus
 from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
-from sync_engine.delivery import delivery_wanted, queue_delivery
-from sync_engine.einvoices import folder_wanted, queue_folder_export
+from sync_engine.delivery import DESTINATION as DELIVERY_DESTINATION
+from sync_engine.delivery import ENTITY as DELIVERY_ENTITY
+from sync_engine.delivery import delivery_wanted
+from sync_engine.einvoices import FOLDER_DESTINATION, FOLDER_ENTITY, folder_wanted
 from sync_engine.invoice_status import STATUS_ENTITY
-from sync_engine.outbox import enqueue
+from sync_engine.outbox import Owed, enqueue_many
 from sync_engine.payments import apply_credit
 from sync_engine.runtime import Runtime, StopRequested
 from sync_engine.store.models import (
@@ -223,33 +225,26 @@ def run_billing(
             chunk = drafts[start : start + FINALISE_CHUNK]
             finals = []
             with runtime.transaction() as session:  # numbers, invoices and outbox rows: all or none
-                for draft in chunk:
-                    final = finalize(draft, series.format(next_number(session, series.name)))
+                # the chunk's numbers in one statement, its outbox rows in one batch: a query per
+                # invoice would also flush the session once per invoice
+                first = next_number(session, series.name, len(chunk))
+                owed: list[Owed] = []
+                for offset, draft in enumerate(chunk):
+                    final = finalize(draft, series.format(first + offset))
                     finals.append(final)
                     stored = stored_invoice(final, series.name)
                     session.add(stored)
                     if deliver:  # the customer is owed the invoice from the moment it exists
-                        queue_delivery(session, stored)
+                        stored.delivery_status = "pending"
+                        owed.append(Owed(DELIVERY_DESTINATION, DELIVERY_ENTITY, stored.id, "deliver", "1"))
                     if to_folder:
-                        queue_folder_export(session, stored.id)
-                    for destination in destinations:
-                        enqueue(
-                            session,
-                            destination=destination,
-                            entity="invoice",
-                            canonical_id=final.key,
-                            action="create",
-                            version="1",
-                        )
-                    for destination in status_destinations:  # the ERP / CRM learn it is open
-                        enqueue(
-                            session,
-                            destination=destination,
-                            entity=STATUS_ENTITY,
-                            canonical_id=final.key,
-                            action="upsert",
-                            version=final.status,
-                        )
+                        owed.append(Owed(FOLDER_DESTINATION, FOLDER_ENTITY, stored.id, "export", "1"))
+                    owed.extend(Owed(d, "invoice", final.key, "create", "1") for d in destinations)
+                    # the ERP / CRM learn it is open
+                    owed.extend(
+                        Owed(d, STATUS_ENTITY, final.key, "upsert", final.status) for d in status_destinations
+                    )
+                enqueue_many(session, owed)
                 # credit left from overpayments pays the new invoices at once
                 session.flush()
                 _apply_credit(session, runtime, {f.customer_id for f in finals}, as_of)

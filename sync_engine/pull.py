@@ -16,9 +16,16 @@ from mappings.canonical import validate_entity
 from mappings.engine import Mapper, MappingError, get_path
 from mappings.spec import MappingSpec
 from mappings.transforms import cast_datetime
-from sync_engine.bindings import BindingLookups, bind, bindings_by_external, canonical_id_for, payload_hash
+from sync_engine.bindings import (
+    BindingLookups,
+    bind,
+    bindings_by_canonical,
+    bindings_by_external,
+    canonical_id_for,
+    payload_hash,
+)
 from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
-from sync_engine.outbox import enqueue
+from sync_engine.outbox import Owed, enqueue_many
 from sync_engine.runtime import Runtime, StopRequested
 from sync_engine.settings import StreamSettings
 from sync_engine.store.models import CanonicalRecord, DeadLetter, StreamCursor, SyncRun, utcnow
@@ -26,6 +33,8 @@ from sync_engine.store.models import CanonicalRecord, DeadLetter, StreamCursor, 
 CURSOR_FIELD = "SystemModstamp"
 MISSING_BINDING = "MissingBinding"
 RETRY_BATCH = 2000
+#: Ids per ``IN (...)`` when a page's records are read in bulk (well under SQLite's variable limit).
+ID_CHUNK = 500
 
 
 @dataclass
@@ -200,7 +209,18 @@ def _store_page(
             continue
         todo.append((external_id, clean, raw_hash, binding))
     mapped = mapper.map_many([clean for _, clean, _, _ in todo])  # the page, a rule at a time
-    for (external_id, clean, raw_hash, binding), outcome in zip(todo, mapped, strict=True):
+    # What the page's records already are, read in bulk: a query per record would also flush the
+    # session once per record, which made a page cost as many round trips as it has records.
+    canonical_ids = {
+        external_id: binding.canonical_id if binding else canonical_id_for(system, entity, external_id)
+        for external_id, _, _, binding in todo
+    }
+    records = _records_by_id(session, set(canonical_ids.values()))
+    by_canonical = bindings_by_canonical(
+        session, system, entity, [canonical_ids[e] for e, _, _, binding in todo if binding is None]
+    )
+    owed: list[Owed] = []
+    for (external_id, clean, raw_hash, _binding), outcome in zip(todo, mapped, strict=True):
         if isinstance(outcome, MappingError):
             # A record that only waits for another (its account not pulled yet) is retried on every
             # run from the dead letters, since the cursor has moved past it.
@@ -224,12 +244,14 @@ def _store_page(
                 result,
             )
             continue
-        canonical_id = binding.canonical_id if binding else canonical_id_for(system, entity, external_id)
+        canonical_id = canonical_ids[external_id]
         data_hash = payload_hash(data)
-        record = session.get(CanonicalRecord, canonical_id)
+        record = records.get(canonical_id)
         changed = record is None or record.payload_hash != data_hash
         if record is None:
-            session.add(CanonicalRecord(id=canonical_id, entity=entity, data=data, payload_hash=data_hash))
+            record = CanonicalRecord(id=canonical_id, entity=entity, data=data, payload_hash=data_hash)
+            session.add(record)
+            records[canonical_id] = record
         elif changed:
             record.data, record.payload_hash = data, data_hash
         version = clean.get(CURSOR_FIELD)
@@ -241,23 +263,30 @@ def _store_page(
             canonical_id=canonical_id,
             remote_version=str(version) if version else None,
             hash_=raw_hash,
-            existing=binding,
+            existing=existing.get(external_id) or by_canonical.get(canonical_id),
+            looked_up=True,
         )
+        by_canonical[canonical_id] = existing[external_id]
         lookups.remember(system, entity, external_id, canonical_id)
         if changed or force:
-            for destination in outbound_to:
-                enqueue(
-                    session,
-                    destination=destination,
-                    entity=entity,
-                    canonical_id=canonical_id,
-                    action="resync" if force else "upsert",
-                    version=data_hash[:16],
-                )
+            action = "resync" if force else "upsert"
+            owed.extend(Owed(d, entity, canonical_id, action, data_hash[:16]) for d in outbound_to)
         result.written += 1
         resolved.append(external_id)
+    enqueue_many(session, owed)
     resolve_dead_letters(session, stream=stream.name, entity=entity, external_ids=resolved)
     session.flush()
+
+
+def _records_by_id(session: Any, ids: set[str]) -> dict[str, CanonicalRecord]:
+    wanted = sorted(ids)
+    found: dict[str, CanonicalRecord] = {}
+    for start in range(0, len(wanted), ID_CHUNK):
+        chunk = wanted[start : start + ID_CHUNK]
+        found.update(
+            (r.id, r) for r in session.scalars(select(CanonicalRecord).where(CanonicalRecord.id.in_(chunk)))
+        )
+    return found
 
 
 def _retry_waiting(

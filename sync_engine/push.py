@@ -13,6 +13,14 @@ A void (``invoice_void``) is not a record of its own: it acts on the invoice's r
 invoice's binding, after the invoice itself (one not pushed yet is created first, then voided). It is
 sent once: its own binding, made when the void succeeds, marks it done; a resend after an unknown
 outcome keeps its key, so QBO answers it from its request-id cache instead of voiding again.
+
+One destination is pushed by one process at a time (a lock shared by every process on the store:
+two pushers would both see a row in flight and send it twice). With the distributed executor a
+destination can be pushed in ``parts``: rows are split by the customer they belong to (customers,
+their invoices, voids, statuses, balances), so one customer's writes stay in order in one part, each
+part is pushed by one process at a time, and parts run side by side on several workers; rows that
+belong to no customer (items, payments, credit notes...) are part 0's, whose push starts with the
+items every invoice needs.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, Literal
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, ColumnElement, cast, false, func, select, true
+from sqlalchemy.dialects.postgresql import BIT
 
 from connectors.errors import AuthError, FatalError, RecordError, RetryableError
 from mappings.engine import Mapper, MappingError
@@ -45,6 +54,7 @@ from sync_engine.store.models import (
     SyncRun,
     utcnow,
 )
+from sync_engine.store.process_lock import process_lock
 from sync_engine.voiding import invoice_void_documents
 
 ORDER = (
@@ -64,6 +74,9 @@ ORDER = (
 ACTS_ON: Final[dict[str, tuple[str, Literal["void"]]]] = {"invoice_void": ("invoice", "void")}
 #: Entities written once: a binding means done (an invoice is never rewritten, a void never repeated).
 WRITTEN_ONCE: Final = ("invoice", *ACTS_ON)
+#: Entities split into parts by customer: keyed by the customer itself, or by the invoice's customer.
+BY_CUSTOMER: Final = ("customer", "customer_balance")
+BY_INVOICE_CUSTOMER: Final = ("invoice", "invoice_void", "invoice_status")
 
 
 @dataclass
@@ -76,6 +89,8 @@ class PushResult:
     adopted: int = 0
     retry_later: int = 0
     api_calls: int = 0
+    #: another process was pushing this destination (or part): nothing was done, try again later
+    busy: bool = False
 
 
 @dataclass
@@ -97,21 +112,55 @@ class _Prepared:
 
 
 def push_destination(
-    runtime: Runtime, destination: DestinationSettings, progress: Callable[[int], None] | None = None
+    runtime: Runtime,
+    destination: DestinationSettings,
+    progress: Callable[[int], None] | None = None,
+    *,
+    part: tuple[int, int] | None = None,
+) -> PushResult:
+    """Drain the destination's outbox, or only part ``(index, count)`` of it (see the module docstring).
+
+    Returns at once with ``busy`` set when another process pushes the same destination or part."""
+    if part is not None and part[1] <= 1:
+        part = None
+    if part is not None and not 0 <= part[0] < part[1]:
+        raise ValueError(f"part {part[0]} of {part[1]} does not exist")
+    if part is not None and runtime.engine.dialect.name != "postgresql":
+        raise ValueError("a destination is pushed in parts only on PostgreSQL")
+    lock_name = f"push-{destination.name}"
+    with process_lock(runtime.engine, lock_name, shared=part is not None) as whole:
+        if part is None:
+            if not whole:
+                return PushResult(destination=destination.name, busy=True)
+            return _push_locked(runtime, destination, progress, None)
+        with process_lock(runtime.engine, f"{lock_name}-{part[0]}-of-{part[1]}") as mine:
+            if not (whole and mine):
+                return PushResult(destination=destination.name, busy=True)
+            return _push_locked(runtime, destination, progress, part)
+
+
+def _push_locked(
+    runtime: Runtime,
+    destination: DestinationSettings,
+    progress: Callable[[int], None] | None,
+    part: tuple[int, int] | None,
 ) -> PushResult:
     connector = runtime.destination(destination.connection)
     calls_before = connector.api_calls
     result = PushResult(destination=destination.name)
+    stream = destination.name if part is None else f"{destination.name}#{part[0] + 1}/{part[1]}"
+    # items first when in parts: every part's invoices need them, and only part 0 pushes them
+    order = ORDER if part is None else ("product", *(e for e in ORDER if e != "product"))
     with runtime.transaction() as session:
-        run = SyncRun(kind="push", stream=destination.name)
+        run = SyncRun(kind="push", stream=stream)
         session.add(run)
         session.flush()
         run_id = run.id
     status, error = "ok", None
     try:
-        for entity in ORDER:
+        for entity in order:
             if entity in destination.mappings:
-                _push_entity(runtime, destination, connector, entity, run_id, result, progress)
+                _push_entity(runtime, destination, connector, entity, run_id, result, progress, part)
     except BaseException as exc:  # Ctrl-C and database errors too: the run did not finish
         status = "stopped" if isinstance(exc, StopRequested) else "failed"
         error = f"{type(exc).__name__}: {exc}"
@@ -145,6 +194,7 @@ def _push_entity(
     run_id: int,
     result: PushResult,
     progress: Callable[[int], None] | None,
+    part: tuple[int, int] | None = None,
 ) -> None:
     """Batches of up to the destination's limit; no network call ever runs inside a database transaction
     (on SQLite a transaction holds the write lock, and a token refresh must be able to commit)."""
@@ -155,7 +205,7 @@ def _push_entity(
         runtime.checkpoint()  # a stop request ends the push here, between batches
         batch_size = min(destination.batch_size or connector.max_batch, connector.max_batch)
         prepared, last_id = _prepare(
-            runtime, destination, entity, natural_field, last_id, run_id, result, batch_size
+            runtime, destination, entity, natural_field, last_id, run_id, result, batch_size, part
         )
         if last_id < 0:
             return
@@ -240,6 +290,7 @@ def _prepare(
     run_id: int,
     result: PushResult,
     batch_size: int,
+    part: tuple[int, int] | None = None,
 ) -> tuple[list[_Prepared], int]:
     """Map the next batch of open outbox rows; returns them and the last row id (-1 when none left).
 
@@ -248,19 +299,28 @@ def _prepare(
     spec = runtime.spec(destination.mappings[entity])  # type: ignore[index]
     system = destination.name
     with runtime.transaction() as session:
-        rows = list(
-            session.scalars(
-                select(OutboxItem)
-                .where(
-                    OutboxItem.destination == destination.name,
-                    OutboxItem.entity == entity,
-                    OutboxItem.status.in_(("pending", "unknown")),
-                    OutboxItem.id > after_id,
-                )
-                .order_by(OutboxItem.id)
-                .limit(batch_size)
+        # One query per open status: each walks the (destination, status, id) index in id order and
+        # stops at the batch size; with ``status IN (...)`` PostgreSQL would read and sort every open
+        # row of the destination for every batch (quadratic in the outbox's depth).
+        query = (
+            select(OutboxItem)
+            .where(
+                OutboxItem.destination == destination.name,
+                OutboxItem.entity == entity,
+                OutboxItem.id > after_id,
+                _in_part(entity, part),
             )
+            .order_by(OutboxItem.id)
+            .limit(batch_size)
         )
+        rows = sorted(
+            (
+                row
+                for status in ("pending", "unknown")
+                for row in session.scalars(query.where(OutboxItem.status == status))
+            ),
+            key=lambda row: row.id,
+        )[:batch_size]
         if not rows:
             return [], -1
         mapper = Mapper(
@@ -420,6 +480,22 @@ def _apply_results(
                     stop = stop or error
     if stop is not None:
         raise stop  # after committing what we learned: a person must fix credentials or config
+
+
+def _in_part(entity: str, part: tuple[int, int] | None) -> ColumnElement[bool]:
+    """The outbox rows of part ``(index, count)``, by a hash of the customer they belong to."""
+    if part is None:
+        return true()
+    index, count = part
+    if entity in BY_CUSTOMER:
+        owner: Any = OutboxItem.canonical_id
+    elif entity in BY_INVOICE_CUSTOMER:
+        owner = select(Invoice.customer_id).where(Invoice.id == OutboxItem.canonical_id).scalar_subquery()
+    else:
+        return true() if index == 0 else false()
+    # PostgreSQL only (parts need the distributed executor): the first 32 bits of md5, unsigned
+    bits = cast(cast(func.concat("x", func.substr(func.md5(owner), 1, 8)), BIT(32)), BigInteger)
+    return bits % count == index
 
 
 def _documents(session: Any, entity: str, ids: list[str]) -> dict[str, dict[str, Any]]:

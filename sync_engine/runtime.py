@@ -49,6 +49,10 @@ class Runtime:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._catalog: Catalog | None = None
+        if settings.executor == "procrastinate":  # outbox rows enqueue their pushes (same transaction)
+            from sync_engine.executors.distributed import install_outbox_hook
+
+            install_outbox_hook(self)
 
     def checkpoint(self) -> None:
         """Called between units of work (pages, batches, invoices); raises once a stop is requested."""

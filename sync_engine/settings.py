@@ -162,13 +162,19 @@ class ScheduleSettings(BaseModel):
             raise ValueError("give exactly one of cron or every_minutes")
         return self
 
-    def trigger(self) -> Any:
-        """The APScheduler trigger (UTC) for this schedule."""
+    def trigger(self, *, aligned: bool = False) -> Any:
+        """The APScheduler trigger (UTC) for this schedule.
+
+        ``aligned``: intervals count from a fixed epoch instead of the daemon's start, so that every
+        daemon computes the same fire times (the distributed executor enqueues each fire time once)."""
+        import datetime as dt
+
         from apscheduler.triggers.interval import IntervalTrigger
 
         if self.cron is not None:
             return CronTrigger.from_crontab(self.cron, timezone="UTC")
-        return IntervalTrigger(minutes=self.every_minutes or 1, timezone="UTC")
+        start = dt.datetime(2000, 1, 1, tzinfo=dt.UTC) if aligned else None
+        return IntervalTrigger(minutes=self.every_minutes or 1, timezone="UTC", start_date=start)
 
 
 class LoggingSettings(BaseModel):
@@ -387,6 +393,12 @@ class Settings(BaseModel):
 
     version: Literal[1] = 1
     database_url: str = "sqlite:///billsync.db"
+    #: who runs the scheduled work: a thread pool inside the daemon, or ``billsync worker`` processes
+    #: on any number of machines through procrastinate's queue in PostgreSQL (DESIGN.md §5)
+    executor: Literal["embedded", "procrastinate"] = "embedded"
+    #: procrastinate only: each destination's outbox is pushed in this many parts (split by customer),
+    #: so that several workers can push one destination at once, each part by one worker at a time
+    push_parts: int = Field(default=1, ge=1, le=64)
     catalog: Path = Path("catalog.yaml")
     connections: dict[str, Connection]
     streams: list[StreamSettings]
@@ -916,6 +928,16 @@ def _check_references(data: dict[Any, Any], out: _Collector, base_dir: Path) -> 
                         f"duplicate name {name!r} (also schedules[{names[name]}])",
                     )
                 names.setdefault(name, index)
+    executor = data.get("executor")
+    database_url = data.get("database_url", "sqlite:///billsync.db")
+    if executor == "procrastinate" and isinstance(database_url, str):
+        if not re.match(r"postgres(ql)?(\+\w+)?://", database_url):
+            out.add(
+                ("executor",),
+                "executor: procrastinate keeps its job queue in PostgreSQL, but database_url is not a "
+                f"PostgreSQL URL ({database_url.split(':', 1)[0]}:...)",
+                "embedded (any database), or procrastinate with database_url: postgresql+psycopg://...",
+            )
     catalog = data.get("catalog", "catalog.yaml")
     if isinstance(catalog, str) and catalog:
         target = (base_dir / Path(catalog).expanduser()).resolve()

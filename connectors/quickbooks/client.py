@@ -17,12 +17,18 @@ What it adds to the libraries, and why:
   once after a 5010;
 * exact money: Decimal in payloads is written as a JSON number digit for digit (python-quickbooks'
   own ``DecimalEncoder`` writes it as a *string*), and JSON numbers in responses parse to Decimal;
+* QBO's throttles respected rather than hit: a :class:`~connectors.ratelimit.RateLimiter` shared by
+  every connector of the process for the same company paces API calls to ``rate_limit_requests`` and
+  batch calls to ``rate_limit_batch_requests`` per ``rate_limit_window_seconds``, with at most
+  ``max_concurrent_requests`` in flight (the settings; QBO's 500 and 40 a minute and 10 by default);
+  a 429 that still comes (another process, another app) goes through the retry policy like any;
 * incremental reads: :meth:`QuickBooksConnector.changes` (Change Data Capture, deletions included,
   falling back to queries when CDC's 1,000-object answer is full) and
   :meth:`QuickBooksConnector.query_changed` (``LastUpdatedTime`` pages that neither skip nor repeat
   rows when many share one second, which a plain STARTPOSITION walk does while rows change).
 
-A connector instance is not thread-safe; use one per worker thread (they may share a token store).
+A connector instance is not thread-safe; use one per worker thread (they may share a token store, and
+share the rate limiter by themselves).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from oauthlib.oauth2 import InsecureTransportError
@@ -65,6 +72,7 @@ from connectors.quickbooks.errors import (
 )
 from connectors.quickbooks.settings import QuickBooksSettings
 from connectors.quickbooks.tokens import TokenStore
+from connectors.ratelimit import Rate, RateLimiter, shared_limiter
 from connectors.retry import RetryPolicy
 
 __all__ = [
@@ -243,13 +251,20 @@ class _ApiSession(OAuth2Session):  # type: ignore[misc]
     """
 
     def __init__(
-        self, client_id: str, *, timeout: float, verify: bool | str, on_request: Callable[[], None]
+        self,
+        client_id: str,
+        *,
+        timeout: float,
+        verify: bool | str,
+        on_request: Callable[[], None],
+        limiter: RateLimiter | None = None,
     ) -> None:
         super().__init__(client_id)
         self.trust_env = False
         self.verify = verify
         self._timeout = timeout
         self._on_request = on_request
+        self._limiter = limiter
         self.last_response: requests.Response | None = None
 
     def request(
@@ -272,9 +287,36 @@ class _ApiSession(OAuth2Session):  # type: ignore[misc]
             data = data.encode("utf-8")
         self.last_response = None
         self._on_request()
-        response = requests.Session.request(self, method, url, data=data, headers=merged, **kwargs)
+        if self._limiter is None:
+            response = requests.Session.request(self, method, url, data=data, headers=merged, **kwargs)
+        else:
+            kinds = (
+                ("request", "batch") if urlsplit(url).path.rstrip("/").endswith("/batch") else ("request",)
+            )
+            with self._limiter.slot(*kinds):
+                response = requests.Session.request(self, method, url, data=data, headers=merged, **kwargs)
         self.last_response = response
         return response
+
+
+def rate_limiter_for(settings: QuickBooksSettings) -> RateLimiter | None:
+    """The process's limiter for the company of ``settings`` (None when every limit is off); connectors
+    with the same endpoint, company and limits share it, whichever thread they run on."""
+    rates = {}
+    if settings.rate_limit_requests is not None:
+        rates["request"] = Rate(settings.rate_limit_requests, settings.rate_limit_window_seconds)
+    if settings.rate_limit_batch_requests is not None:
+        rates["batch"] = Rate(settings.rate_limit_batch_requests, settings.rate_limit_window_seconds)
+    if not rates and settings.max_concurrent_requests is None:
+        return None
+    key = (
+        "quickbooks",
+        settings.api_url or settings.environment,
+        settings.company_id,
+        tuple(sorted(rates.items())),
+        settings.max_concurrent_requests,
+    )
+    return shared_limiter(key, lambda: RateLimiter(rates, max_in_flight=settings.max_concurrent_requests))
 
 
 class QuickBooksConnector:
@@ -306,11 +348,14 @@ class QuickBooksConnector:
             sleep=sleep,
         )
         self.tokens = TokenManager(settings, token_store, clock=clock, on_request=self._count_call)
+        #: shared by the process's connectors of this company (None: no client-side limits)
+        self.rate_limiter = rate_limiter_for(settings)
         self._session = _ApiSession(
             settings.client_id,
             timeout=settings.timeout_seconds,
             verify=settings.ca_file or True,
             on_request=self._count_call,
+            limiter=self.rate_limiter,
         )
         self.qb = QuickBooks(
             company_id=settings.company_id,

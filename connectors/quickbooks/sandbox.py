@@ -24,6 +24,14 @@ entities changed since a time within the last 30 days, deletions as ``status: De
 Approximations are marked as such where the real error code is not documented. Each request runs on
 its own server thread; all state changes happen under the base class's re-entrant ``_lock``.
 
+Real limits (``QuickBooksSandbox(limits="real", latency=0.05)``; off by default): per company (realm),
+500 API requests in any 60 seconds, 40 of them batch requests, 10 in flight; one more is answered as
+QBO answers it, HTTP 429 with the 3001 ``ThrottleExceeded`` XML and no ``Retry-After`` (Intuit
+documents none: "wait 60 seconds before retrying"). ``window_seconds`` and ``limits_clock`` shorten or
+drive the window in tests; :meth:`QuickBooksSandbox.client_limits` are the connector settings that
+match. The 30 items a batch and 1,000 rows a query (a larger ``MAXRESULTS`` is capped, not refused,
+as QBO does) hold in every mode.
+
 Faults: the scripted ones (:meth:`~QuickBooksSandbox.throttle_next`, ``fail_next``, ``stall_next``,
 ``expire_access_tokens``, ``stale_next_update``) and the base class's random share
 (``QuickBooksSandbox(faults=0.1, seed=1)``), answered with QBO's own bodies: the 3001 throttle XML with
@@ -46,9 +54,10 @@ import datetime as dt
 import json
 import re
 import secrets
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -56,7 +65,7 @@ from urllib.parse import parse_qs
 
 from connectors.quickbooks.client import dumps_exact
 from connectors.quickbooks.settings import QuickBooksSettings
-from connectors.sandbox import Handler, Request, Response, Sandbox
+from connectors.sandbox import Admission, ConcurrencyGate, Handler, Request, Response, Sandbox, SlidingWindow
 
 ENTITIES = {
     "customer": "Customer",
@@ -68,6 +77,11 @@ ENTITIES = {
 }
 BATCH_LIMIT = 30
 PAGE_LIMIT = 1000
+#: QBO's throttles per realm and app (developer.intuit.com, "API call limits and throttles").
+REQUESTS_PER_MINUTE = 500
+BATCH_REQUESTS_PER_MINUTE = 40
+MAX_CONCURRENT = 10
+LIMIT_MODES = ("off", "real")
 DEFAULT_PAGE = 100  # QBO's MAXRESULTS when a query gives none
 CDC_LIMIT = 1000  # objects in one CDC answer, all entities together (Intuit: "a maximum of 1,000")
 CDC_LOOKBACK = dt.timedelta(days=30)  # the oldest changedSince CDC accepts
@@ -438,9 +452,26 @@ class QuickBooksSandbox(Sandbox):
         refresh_token_ttl: float = 8_726_400,
         home_currency: str = "USD",
         multicurrency: bool = True,
+        limits: str | None = None,
+        window_seconds: float = 60.0,
+        requests_per_window: int = REQUESTS_PER_MINUTE,
+        batch_requests_per_window: int = BATCH_REQUESTS_PER_MINUTE,
+        max_concurrent: int = MAX_CONCURRENT,
+        limits_clock: Callable[[], float] = time.monotonic,
         **kwargs: Any,
     ) -> None:
+        """``limits="real"`` enforces QBO's throttles (see the module docstring) over windows of
+        ``window_seconds`` measured by ``limits_clock``; ``latency`` and the fault options go to
+        :class:`~connectors.sandbox.Sandbox`."""
         super().__init__(**kwargs)
+        if (limits or "off") not in LIMIT_MODES:
+            raise ValueError(f"limits must be one of {LIMIT_MODES}, got {limits!r}")
+        self.limits = limits if limits != "off" else None
+        self.window_seconds = window_seconds
+        self._requests_window = SlidingWindow(requests_per_window, window_seconds, clock=limits_clock)
+        self._batch_window = SlidingWindow(batch_requests_per_window, window_seconds, clock=limits_clock)
+        self._gate = ConcurrencyGate(max_concurrent)
+        self._limits_lock = threading.Lock()
         self.access_token_ttl = access_token_ttl
         self.refresh_token_ttl = refresh_token_ttl
         self.home_currency = home_currency
@@ -507,9 +538,61 @@ class QuickBooksSandbox(Sandbox):
             "api_url": self.base_url,
             "token_url": self.token_url,
             "ca_file": str(self.cert_file) if self.cert_file else None,
+            **self.client_limits(),
         }
         values.update(overrides)
         return QuickBooksSettings(**values)
+
+    def client_limits(self) -> dict[str, Any]:
+        """The connection settings whose client-side limits match this sandbox's: the real ones (with
+        its window) under ``limits="real"``, none otherwise (an unthrottled emulator needs no pacing)."""
+        if self.limits is None:
+            return {
+                "rate_limit_requests": None,
+                "rate_limit_batch_requests": None,
+                "max_concurrent_requests": None,
+            }
+        return {
+            "rate_limit_requests": self._requests_window.limit,
+            "rate_limit_batch_requests": self._batch_window.limit,
+            "max_concurrent_requests": self._gate.limit,
+            "rate_limit_window_seconds": self.window_seconds,
+        }
+
+    # -- real limits -----------------------------------------------------------------------------
+    def admit(self, request: Request, label: str) -> Admission:
+        """QBO's throttles per realm: 10 in flight, then 500 requests and 40 batch requests in any
+        window; one more gets the 429 ThrottleExceeded XML. The OAuth endpoints are not the API's."""
+        if self.limits is None or "{realm}" not in label:
+            return None, None
+        realm = request.match["realm"] if request.match is not None else ""
+        if not self._gate.enter(realm):
+            return self._limit_refusal("concurrent"), None
+        batch = label.endswith("/batch")
+        with self._limits_lock:  # both windows or neither
+            if not self._requests_window.has_room(realm):
+                refused = "requests_per_minute"
+            elif batch and not self._batch_window.has_room(realm):
+                refused = "batch_requests_per_minute"
+            else:
+                refused = ""
+                self._requests_window.add(realm)
+                if batch:
+                    self._batch_window.add(realm)
+        if refused:
+            self._gate.leave(realm)
+            return self._limit_refusal(refused), None
+        return None, lambda: self._gate.leave(realm)
+
+    def _limit_refusal(self, limit: str) -> Response:
+        with self._lock:
+            self.limit_refusals[limit] += 1
+        return Response(429, THROTTLE_XML, content_type="application/xml")
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most API requests this sandbox has had in flight for its company at once (real limits)."""
+        return self._gate.peak[self.realm_id]
 
     # -- the company's clock ---------------------------------------------------------------------
     def now(self) -> dt.datetime:

@@ -13,6 +13,10 @@ class QuickBooksSettings(BaseModel):
     ``refresh_token`` is only the first token: QBO rotates it on every refresh and billsync keeps the
     newest one in its state store (written before it is used). ``api_url``/``token_url`` point the
     client at a sandbox or at Intuit's own endpoints.
+
+    The ``rate_limit_*`` and ``max_concurrent_requests`` keep the connector within QBO's throttles
+    (per company and app: 500 requests and 40 batch requests a minute, 10 in flight), shared by all
+    threads of a process; null turns one off. Several processes syncing one company split them.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -28,3 +32,7 @@ class QuickBooksSettings(BaseModel):
     minorversion: int = Field(default=75, ge=1)
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     ca_file: str | None = None
+    rate_limit_requests: int | None = Field(default=500, ge=1, description="API requests per window")
+    rate_limit_batch_requests: int | None = Field(default=40, ge=1, description="batch requests per window")
+    rate_limit_window_seconds: float = Field(default=60.0, gt=0, le=3600)
+    max_concurrent_requests: int | None = Field(default=10, ge=1, description="API requests in flight")

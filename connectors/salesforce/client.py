@@ -6,6 +6,11 @@ library hard-codes ``login.salesforce.com``), and a count of HTTP calls. Numbers
 ``Decimal`` so money never goes through float. Every vendor error leaves as a ``connectors.errors``
 class (see :mod:`connectors.salesforce.errors`).
 
+The org's daily API allowance: every answer's ``Sforce-Limit-Info`` feeds an
+:class:`~connectors.salesforce.limits.ApiBudget` shared by the process's connectors of the org, and a
+call that would eat into ``daily_api_reserve_percent`` of it is not sent: it raises ``ApiBudgetError``
+(a FatalError) instead, before Salesforce starts refusing every integration of the org.
+
 Retries: every read (query page, get) and every upsert (idempotent by its external id, one record or a
 collection of 200) runs under the shared :class:`connectors.retry.RetryPolicy`. The session is renewed by the connector, not by the
 library (which would log in up to three times in a row and hide why): an ``INVALID_SESSION_ID``
@@ -33,6 +38,7 @@ from connectors.errors import AuthError, ConnectorError, OutcomeUnknownError, Re
 from connectors.http import DefaultsSession
 from connectors.retry import RetryPolicy
 from connectors.salesforce.errors import SYSTEM, record_result_error, translated
+from connectors.salesforce.limits import ApiBudget, shared_budget
 from connectors.salesforce.settings import SalesforceSettings
 from connectors.salesforce.soql import datetime_literal, format_datetime, is_field_path, is_identifier
 
@@ -53,7 +59,8 @@ class SalesforceSession(DefaultsSession):
     """A :class:`DefaultsSession` that sends logins to ``login_url`` and counts requests.
 
     ``transport`` lets a caller supply its own ``requests.Session`` (adapters, proxies): requests then go
-    through it, still with the login rewrite, the defaults and the counting.
+    through it, still with the login rewrite, the defaults and the counting. ``budget`` (the org's daily
+    API allowance) is checked before and updated after every call but logins, which do not count.
     """
 
     def __init__(
@@ -63,6 +70,7 @@ class SalesforceSession(DefaultsSession):
         verify: bool | str,
         login_url: str,
         transport: requests.Session | None = None,
+        budget: ApiBudget | None = None,
     ) -> None:
         super().__init__(timeout=timeout, verify=verify)
         self.login_url = login_url.rstrip("/")
@@ -70,6 +78,7 @@ class SalesforceSession(DefaultsSession):
         self.last_login_status: int | None = None
         self.last_retry_after: str | None = None
         self._transport = transport
+        self.budget = budget
         self._count_lock = threading.Lock()
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
@@ -79,15 +88,23 @@ class SalesforceSession(DefaultsSession):
             if target.startswith(host + "/"):
                 target, login = self.login_url + target[len(host) :], True
                 break
+        budget = None if login else self.budget
+        ticket = budget.before_call() if budget is not None else 0  # ApiBudgetError: nothing sent
         with self._count_lock:
             self.calls += 1
-        if self._transport is not None:
-            if kwargs.get("timeout") is None:
-                kwargs["timeout"] = self.default_timeout
-            kwargs.setdefault("verify", self.verify)
-            response = self._transport.request(method, target, *args, **kwargs)
-        else:
-            response = super().request(method, target, *args, **kwargs)
+        limit_info: str | None = None
+        try:
+            if self._transport is not None:
+                if kwargs.get("timeout") is None:
+                    kwargs["timeout"] = self.default_timeout
+                kwargs.setdefault("verify", self.verify)
+                response = self._transport.request(method, target, *args, **kwargs)
+            else:
+                response = super().request(method, target, *args, **kwargs)
+            limit_info = response.headers.get("Sforce-Limit-Info")
+        finally:
+            if budget is not None:
+                budget.after_call(ticket, limit_info)
         if login:  # simple-salesforce drops the status of a failed login; keep it for the error
             self.last_login_status = response.status_code
         # ... and the headers of a failed call: keep Retry-After for the RateLimitedError
@@ -206,14 +223,21 @@ class SalesforceConnector:
         self.settings = settings
         self.retry = retry or RetryPolicy()
         self.logins = 0
+        #: the org's daily API allowance as Salesforce last reported it, shared by the process
+        self.api_budget = shared_budget(
+            (settings.login_url.rstrip("/"), settings.username), settings.daily_api_reserve_percent
+        )
         if isinstance(session, SalesforceSession):
             self._session = session
+            if self._session.budget is None:
+                self._session.budget = self.api_budget
         else:
             self._session = SalesforceSession(
                 timeout=settings.timeout_seconds,
                 verify=settings.ca_file or True,
                 login_url=settings.login_url,
                 transport=session,
+                budget=self.api_budget,
             )
         self._sf: Salesforce | None = None
 

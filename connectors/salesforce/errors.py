@@ -36,6 +36,11 @@ class DuplicateValueError(RecordError):
     """A unique field (or an external id sent twice in one request) already holds this value."""
 
 
+class ApiBudgetError(FatalError):
+    """billsync stopped itself before the org's daily API allowance ran into the reserve it leaves to
+    the org's other integrations (see :mod:`connectors.salesforce.limits`): nothing was sent."""
+
+
 class StaleRecordError(RecordError):
     """Declared for the destination interface only: an upsert by external id carries no version, so
     Salesforce never answers "stale" to billsync's writes and nothing raises this."""

@@ -29,6 +29,15 @@ What it emulates (each shape checked against ``shared/fixtures/salesforce``):
   ``UNKNOWN_EXCEPTION`` (500), ``SERVER_UNAVAILABLE`` (503), timeouts and dropped connections.
 
 Records are stored per sObject with 18-character Ids carrying the real key prefixes and checksum.
+
+Every authenticated REST answer carries ``Sforce-Limit-Info: api-usage=N/M`` and ``GET .../limits/``
+answers ``DailyApiRequests {Max, Remaining}`` among the org's other limits, as a real org does. Real
+limits (``SalesforceSandbox(limits="real", daily_requests=15_000, latency=0.05)``; off by default):
+the daily allowance is counted over a rolling ``budget_window_seconds`` (24 hours; ``limits_clock``
+drives it in tests) and defaults to 15,000 requests, a Developer Edition org's (the
+``limits_response.json`` fixture); past it every call gets HTTP 403 ``REQUEST_LIMIT_EXCEEDED``
+"TotalRequests Limit exceeded.". Without ``limits`` the allowance is ``api_limit`` (a million) and never
+rolls. The 2,000 records a query page and 200 records a collection hold in every mode.
 """
 
 from __future__ import annotations
@@ -74,7 +83,7 @@ from connectors.salesforce.soql import (
     parse,
     parse_datetime,
 )
-from connectors.sandbox import Request, Response, Sandbox
+from connectors.sandbox import Request, Response, Sandbox, SlidingWindow
 
 API_VERSIONS = [
     ("57.0", "Spring '23"),
@@ -89,6 +98,36 @@ API_VERSIONS = [
 ]
 DEFAULT_VERSION = "59.0"
 MAX_BATCH, MIN_BATCH = 2000, 200
+#: The daily API allowance under ``limits="real"``: a Developer Edition org's (Enterprise Edition
+#: starts at 100,000 and grows with licences; pass ``daily_requests``).
+REAL_DAILY_REQUESTS = 15_000
+DAY_SECONDS = 86_400.0
+LIMIT_MODES = ("off", "real")
+#: The other entries of ``GET /limits/`` (their Max; Remaining equals it here), as the fixture lists them.
+_OTHER_LIMITS = {
+    "ConcurrentAsyncGetReportInstances": 200,
+    "ConcurrentSyncReportRuns": 20,
+    "DailyAsyncApexExecutions": 250000,
+    "DailyBulkApiRequests": 5000,
+    "DailyDurableGenericStreamingApiEvents": 10000,
+    "DailyDurableStreamingApiEvents": 10000,
+    "DailyGenericStreamingApiEvents": 10000,
+    "DailyStreamingApiEvents": 10000,
+    "DailyWorkflowEmails": 390,
+    "DataStorageMB": 5,
+    "DurableStreamingApiConcurrentClients": 20,
+    "FileStorageMB": 20,
+    "HourlyAsyncReportRuns": 1200,
+    "HourlyDashboardRefreshes": 200,
+    "HourlyDashboardResults": 5000,
+    "HourlyDashboardStatuses": 999999999,
+    "HourlyODataCallout": 10000,
+    "HourlySyncReportRuns": 500,
+    "HourlyTimeBasedWorkflow": 50,
+    "MassEmail": 10,
+    "SingleEmail": 15,
+    "StreamingApiConcurrentClients": 20,
+}
 #: Records per sObject collection request.
 MAX_COLLECTION = 200
 _RECORD_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?\Z")
@@ -244,10 +283,27 @@ class SalesforceSandbox(Sandbox):
         port: int = 0,
         tls: bool = True,
         cert_dir: Path | None = None,
+        limits: str | None = None,
+        daily_requests: int | None = None,
+        budget_window_seconds: float = DAY_SECONDS,
+        limits_clock: Callable[[], float] = time.monotonic,
         **faults: Any,
     ) -> None:
-        """``faults``: the base class's ``faults=``, ``seed=``, ``fault_delay=``, ``fault_kinds=``..."""
+        """``faults``: the base class's ``faults=``, ``seed=``, ``fault_delay=``, ``fault_kinds=``...
+        and ``latency=``. ``limits="real"``: the daily allowance (``daily_requests``, default 15,000)
+        rolls over ``budget_window_seconds`` of ``limits_clock``; otherwise it is ``daily_requests`` or
+        ``api_limit`` and never rolls."""
         super().__init__(port=port, tls=tls, cert_dir=cert_dir, **faults)
+        if (limits or "off") not in LIMIT_MODES:
+            raise ValueError(f"limits must be one of {LIMIT_MODES}, got {limits!r}")
+        self.limits = limits if limits != "off" else None
+        if daily_requests is not None:
+            api_limit = daily_requests
+        elif self.limits is not None:
+            api_limit = REAL_DAILY_REQUESTS
+        self._budget_window = budget_window_seconds
+        self._limits_clock = limits_clock
+        self._rolling: SlidingWindow | None = None
         self._initial = (username, password, security_token, api_limit)
         self.now: Callable[[], dt.datetime] = now or (lambda: dt.datetime.now(dt.UTC))
         self.calls_by_kind: Counter[str] = Counter()
@@ -278,6 +334,8 @@ class SalesforceSandbox(Sandbox):
         with self._state:
             self.username, self.password, self.security_token, self.api_limit = self._initial
             self.api_usage = 0
+            if self.limits is not None:  # the calls of the last 24 hours, whatever the limit
+                self._rolling = SlidingWindow(1, self._budget_window, clock=self._limits_clock)
             self._serial = 0
             self._locator_serial = 0
             for table in (
@@ -661,7 +719,10 @@ class SalesforceSandbox(Sandbox):
                 self.faults_injected["expired_session"] += 1
                 valid = False
             if valid:
-                self.api_usage += 1
+                if self._rolling is not None:
+                    self.api_usage = self._rolling.add()
+                else:
+                    self.api_usage += 1
                 over = self.api_usage > self.api_limit
         if not valid:
             raise _Reply(_json(401, SESSION_EXPIRED, {"WWW-Authenticate": "Token"}))
@@ -768,9 +829,12 @@ class SalesforceSandbox(Sandbox):
         return _json(200, {name: f"{base}/{name}" for name in names})
 
     def _limits(self, request: Request) -> Response:
-        return _json(
-            200, {"DailyApiRequests": {"Max": self.api_limit, "Remaining": self.api_limit - self.api_usage}}
-        )
+        """The org's limits in the real shape; ``DailyApiRequests`` is live (this call included)."""
+        with self._state:
+            remaining = max(0, self.api_limit - self.api_usage)
+            body = {name: {"Max": most, "Remaining": most} for name, most in _OTHER_LIMITS.items()}
+            body["DailyApiRequests"] = {"Max": self.api_limit, "Remaining": remaining}
+        return _json(200, dict(sorted(body.items())))
 
     def _sobject_or_404(self, name: str) -> str:
         canonical = self._sobjects.get(name.lower())

@@ -13,6 +13,8 @@ class SalesforceSettings(BaseModel):
     ``login_url`` replaces ``https://login.salesforce.com`` (or ``test.``) for username/password
     login, which simple-salesforce otherwise hard-codes; sandboxes and My Domain logins use it.
     Secret fields come from ``${ENV_VAR}`` or a ``<field>_file`` entry, never from plain YAML.
+    ``daily_api_reserve_percent`` of the org's daily API allowance is left to its other integrations:
+    billsync stops (a FatalError) before its calls would eat into it.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -26,3 +28,4 @@ class SalesforceSettings(BaseModel):
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     ca_file: str | None = Field(default=None, description="PEM bundle to trust instead of the system's")
     lookback_seconds: int = Field(default=300, ge=0, le=86400)
+    daily_api_reserve_percent: float = Field(default=10.0, ge=0, lt=100)

@@ -28,20 +28,26 @@ def _key(name: str) -> int:
 
 
 @contextmanager
-def process_lock(engine: Engine, name: str) -> Iterator[bool]:
-    """Try to take the lock ``name``; yields whether it was taken (never waits)."""
+def process_lock(engine: Engine, name: str, *, shared: bool = False) -> Iterator[bool]:
+    """Try to take the lock ``name``; yields whether it was taken (never waits).
+
+    ``shared``: any number of shared holders at once, but none while someone holds it exclusively
+    (a push of one part of a destination vs. a push of the whole destination)."""
     if engine.dialect.name == "postgresql":
+        suffix = "_shared" if shared else ""
         with engine.connect() as connection:
             # advisory locks are per database: the schema keeps two billsync installations apart
             schema = connection.execute(text("SELECT current_schema()")).scalar()
             key = _key(f"{schema}:{name}")
-            taken = bool(connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+            taken = bool(
+                connection.execute(text(f"SELECT pg_try_advisory_lock{suffix}(:k)"), {"k": key}).scalar()
+            )
             connection.commit()
             try:
                 yield taken
             finally:
                 if taken:
-                    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    connection.execute(text(f"SELECT pg_advisory_unlock{suffix}(:k)"), {"k": key})
                     connection.commit()
         return
     database = engine.url.database
@@ -51,7 +57,7 @@ def process_lock(engine: Engine, name: str) -> Iterator[bool]:
     path = Path(f"{database}.{name}.lock")
     with path.open("a+b") as handle:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return

@@ -215,20 +215,20 @@ def test_a_crash_while_finalising_keeps_whole_chunks_and_the_numbers_gapless(
     for n in range(1, 131):
         seed(runtime, "customer", f"cus_{n:03d}", {"name": f"Customer {n}", "currency": "USD"})
         seed_order(runtime, f"ord_{n:03d}", f"cus_{n:03d}", [(f"oli_{n:03d}", "prd_setup", "1", None)])
-    real_enqueue, calls = invoicing.enqueue, {"n": 0}
+    real_enqueue, calls = invoicing.enqueue_many, {"n": 0}
 
     def crash_in_second_chunk(*args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 120:
+        calls["n"] += 1  # one call per chunk, after its invoices are added
+        if calls["n"] == 2:
             raise KeyboardInterrupt("killed while finalising")
         return real_enqueue(*args, **kwargs)
 
-    monkeypatch.setattr(invoicing, "enqueue", crash_in_second_chunk)
+    monkeypatch.setattr(invoicing, "enqueue_many", crash_in_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         run_billing(runtime, AS_OF)
     assert [inv.number for inv in invoices(runtime)] == [f"INV-{n:06d}" for n in range(1, 101)]
 
-    monkeypatch.setattr(invoicing, "enqueue", real_enqueue)
+    monkeypatch.setattr(invoicing, "enqueue_many", real_enqueue)
     result = run_billing(runtime, AS_OF)
     assert result.invoices_created == 30
     stored = invoices(runtime)

@@ -221,12 +221,16 @@ def test_injected_faults_are_translated(sf, status, expected):
 
 
 def test_daily_api_limit_is_enforced(sf):
+    session, base = raw_session(sf)  # the connector would stop itself first (tests/connectors/test_limits.py)
     sf.api_limit = 2
-    connector = connector_for(sf)
-    list(connector.pull("Account", ["Name"], None))
-    list(connector.pull("Account", ["Name"], None))
-    with pytest.raises(RateLimitedError):
-        list(connector.pull("Account", ["Name"], None))
+    assert session.get(f"{base}/limits/").status_code == 200
+    assert session.get(f"{base}/limits/").status_code == 200
+    over = session.get(f"{base}/query/", params={"q": "SELECT Id FROM Account"})
+    assert over.status_code == 403
+    assert over.json() == [
+        {"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}
+    ]
+    assert over.headers["Sforce-Limit-Info"] == "api-usage=3/2"
 
 
 def test_a_slow_answer_times_out_as_retryable(sf):

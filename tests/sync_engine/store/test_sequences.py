@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from sync_engine.store.models import NumberSequence
@@ -18,6 +19,23 @@ def test_numbers_are_consecutive_per_series(session_factory: sessionmaker[Sessio
         taken.append(next_number(session, "INV"))
 
     assert taken == [1, 2, 1, 3]
+
+
+def test_a_block_of_numbers_is_taken_in_one_go_and_the_next_follows_it(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with session_factory.begin() as session:
+        assert next_number(session, "INV", 100) == 1  # a new series: 1..100
+        assert next_number(session, "INV", 3) == 101  # 101..103
+    with session_factory.begin() as session:
+        assert next_number(session, "INV") == 104
+    with session_factory() as session:
+        assert next_number(session, "INV", 50) == 105
+        session.rollback()  # the chunk failed: none of its numbers is spent
+    with session_factory.begin() as session:
+        assert next_number(session, "INV") == 105
+        with pytest.raises(ValueError):
+            next_number(session, "INV", 0)
 
 
 def test_a_rolled_back_finalisation_leaves_no_gap(session_factory: sessionmaker[Session]) -> None:
