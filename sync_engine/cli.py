@@ -1228,6 +1228,29 @@ def _password_from(password_file: Path | None) -> str:
     return value
 
 
+def _user_change(
+    config: Path, by: str | None, action: str, username: str, change: Callable[[Session], _T], **details: str
+) -> _T:
+    """One change to the users, in its own transaction, written to the audit log with who asked.
+
+    A refused change (:class:`sync_engine.users.UserError`) prints why and exits 2.
+    """
+    from sync_engine import audit
+    from sync_engine.users import UserError
+
+    runtime = _runtime(config)
+    try:
+        with runtime.transaction() as session:
+            result = change(session)
+        audit.record(runtime.sessions, _who(by), action, username, "ok", via="cli", **details)
+    except UserError as exc:
+        typer.echo(f"billsync: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        runtime.close()
+    return result
+
+
 @users_app.command("add")
 def users_add(
     username: str,
@@ -1239,38 +1262,19 @@ def users_add(
     config: Path = ConfigOption,
 ) -> None:
     """Add a user who logs in to the console with a password."""
-    from sync_engine import audit
-    from sync_engine.users import UserError, add_user
+    from sync_engine.users import add_user
 
-    runtime = _runtime(config)
-    try:
-        with runtime.transaction() as session:
-            add_user(session, username, _password_from(password_file), role)
-    except UserError as exc:
-        typer.echo(f"billsync: {exc}", err=True)
-        raise typer.Exit(2) from None
-    audit.record(runtime.sessions, _who(by), "user_add", username, "ok", role=role, via="cli")
-    runtime.close()
+    password = _password_from(password_file)
+    _user_change(config, by, "user_add", username, lambda s: add_user(s, username, password, role), role=role)
     typer.echo(f"user {username} added ({role})")
 
 
 @users_app.command("list")
 def users_list(as_json: bool = typer.Option(False, "--json"), config: Path = ConfigOption) -> None:
     """Users, their roles and whether they may log in."""
-    from sync_engine.users import list_users
+    from sync_engine.users import list_users, user_dict
 
-    rows = _read(
-        config,
-        lambda session: [
-            {
-                "username": u.username,
-                "role": u.role,
-                "active": u.active,
-                "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None,
-            }
-            for u in list_users(session)
-        ],
-    )
+    rows = _read(config, lambda session: [user_dict(u) for u in list_users(session)])
     if as_json:
         _echo_json(rows)
         return
@@ -1284,18 +1288,9 @@ def users_list(as_json: bool = typer.Option(False, "--json"), config: Path = Con
 @users_app.command("disable")
 def users_disable(username: str, by: str | None = ByOption, config: Path = ConfigOption) -> None:
     """Stop a user: no more logins; open sessions end and API tokens stop working at once."""
-    from sync_engine import audit
-    from sync_engine.users import UserError, disable_user
+    from sync_engine.users import disable_user
 
-    runtime = _runtime(config)
-    try:
-        with runtime.transaction() as session:
-            disable_user(session, username)
-    except UserError as exc:
-        typer.echo(f"billsync: {exc}", err=True)
-        raise typer.Exit(1) from None
-    audit.record(runtime.sessions, _who(by), "user_disable", username, "ok", via="cli")
-    runtime.close()
+    _user_change(config, by, "user_disable", username, lambda s: disable_user(s, username))
     typer.echo(f"user {username} disabled")
 
 
@@ -1307,18 +1302,11 @@ def users_token(
     config: Path = ConfigOption,
 ) -> None:
     """A new API token for USERNAME (printed once; only its hash is kept). Use: Authorization: Bearer TOKEN."""
-    from sync_engine import audit
-    from sync_engine.users import UserError, create_token
+    from sync_engine.users import create_token
 
-    runtime = _runtime(config)
-    try:
-        with runtime.transaction() as session:
-            token = create_token(session, username, name)
-    except UserError as exc:
-        typer.echo(f"billsync: {exc}", err=True)
-        raise typer.Exit(1) from None
-    audit.record(runtime.sessions, _who(by), "token_create", username, "ok", name=name, via="cli")
-    runtime.close()
+    token = _user_change(
+        config, by, "token_create", username, lambda s: create_token(s, username, name), name=name
+    )
     typer.echo(token)
 
 

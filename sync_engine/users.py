@@ -126,6 +126,16 @@ def add_user(session: Session, username: str, password: str, role: str) -> User:
     return user
 
 
+def user_dict(user: User) -> dict[str, object]:
+    """A user as the CLI, the API and the users page show it (never the password hash)."""
+    return {
+        "username": user.username,
+        "role": user.role,
+        "active": user.active,
+        "last_login_at": user.last_login_at.isoformat() if user.last_login_at else None,
+    }
+
+
 def disable_user(session: Session, username: str) -> User:
     """Disabled users cannot log in; their sessions end and their tokens stop working at once."""
     user = session.scalar(select(User).where(User.username == username))

@@ -22,7 +22,7 @@ from sync_engine.reconcile import review_queue
 from sync_engine.reports import REPORT_NAMES, UnknownReport, run_report
 from sync_engine.runtime import Runtime
 from sync_engine.support import LetterFilter, find_letters, letter_dict, list_runs
-from sync_engine.users import list_users
+from sync_engine.users import list_users, user_dict
 from sync_engine.web import actions, data
 from sync_engine.web.security import Auth, audited, requires
 
@@ -373,15 +373,7 @@ def get_users(
     request: Request, auth: Annotated[Auth, Depends(requires("manage_users", page=False))]
 ) -> list[dict[str, Any]]:
     with _runtime(request).sessions() as session:
-        return [
-            {
-                "username": u.username,
-                "role": u.role,
-                "active": u.active,
-                "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None,
-            }
-            for u in list_users(session)
-        ]
+        return [user_dict(u) for u in list_users(session)]
 
 
 def api_error_response(exc: ApiError) -> JSONResponse:

@@ -19,7 +19,7 @@ from sync_engine.reconcile import review_queue
 from sync_engine.reports import REPORT_NAMES, UnknownReport, run_report
 from sync_engine.runtime import Runtime
 from sync_engine.support import LetterFilter, find_letters, letter_dict, list_runs
-from sync_engine.users import Throttled, authenticate, close_session, list_users, open_session
+from sync_engine.users import Throttled, authenticate, close_session, list_users, open_session, user_dict
 from sync_engine.web import actions, data
 from sync_engine.web.api import ApiError, invoice_pdf_response, parse_line_amounts
 from sync_engine.web.charts import chart
@@ -454,8 +454,5 @@ def users(
     request: Request, auth: Annotated[Auth, Depends(requires("manage_users", page=True))]
 ) -> HTMLResponse:
     with _runtime(request).sessions() as session:
-        rows = [
-            {"username": u.username, "role": u.role, "active": u.active, "last_login_at": u.last_login_at}
-            for u in list_users(session)
-        ]
+        rows = [user_dict(u) for u in list_users(session)]
     return render(request, "users.html", auth, users=rows)
