@@ -7,6 +7,7 @@ Run: ``.venv/bin/python -m bench.bench_mappings`` (prints its results as JSON); 
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import time
 from collections.abc import Callable
@@ -17,6 +18,16 @@ from mappings.engine import Mapper
 from mappings.spec import BUILTIN_DIR, load_spec
 
 TERMS = {"Net 15": 15, "Net 30": 30, "Net 45": 45, "Net 60": 60, "Due on receipt": 0}
+METHODS = {
+    "Card": "card",
+    "Bank Transfer": "bank_transfer",
+    "Direct Debit": "direct_debit",
+    "Cheque": "cheque",
+}
+METHODS |= {"Cash": "cash"}
+DELIVERY = {"Email": "email", "Post": "post"}
+FORMATS = {"PDF": "pdf", "UBL": "ubl", "Peppol": "peppol", "XRechnung": "xrechnung", "CII": "cii"}
+FORMATS |= {"Factur-X": "facturx"}
 
 
 def records(n: int, seed: int = 3) -> list[dict[str, Any]]:
@@ -34,6 +45,19 @@ def records(n: int, seed: int = 3) -> list[dict[str, Any]]:
             "BillingState": "TX",
             "BillingCountry": "United States",
             "Payment_Terms__c": rng.choice([*TERMS, None, "Net 99"]),
+            # the billing fields an admin adds to Account (half the records have them)
+            **(
+                {
+                    "Billing_Email__c": f" AP{i}@Company{i}.example ",
+                    "Payment_Method__c": rng.choice([*METHODS, None]),
+                    "Invoice_Delivery__c": rng.choice([*DELIVERY, None]),
+                    "Invoice_Language__c": rng.choice(["DE", "en", None]),
+                    "Invoice_Format__c": rng.choice([*FORMATS, None]),
+                    "VAT_Number__c": rng.choice([f"de{i:09d}", None]),
+                }
+                if i % 2
+                else {}
+            ),
         }
         for i in range(n)
     ]
@@ -44,7 +68,8 @@ def _strip(value: Any) -> Any:
 
 
 def hand_written(record: dict[str, Any]) -> dict[str, Any]:
-    """What an engineer would write for salesforce/account.in.yaml, with the same checks."""
+    """What an engineer would write for salesforce/account.in.yaml, with the same checks: every
+    field of the spec (26 since the payment, delivery and e-invoice fields were added)."""
     name = _strip(record.get("Name"))
     if not name:
         raise ValueError("name: is required")
@@ -73,6 +98,35 @@ def hand_written(record: dict[str, Any]) -> dict[str, Any]:
         days = TERMS.get(str(terms))
         if days is not None:
             out["payment_terms_days"] = days
+    for target, source, case in (
+        ("billing_email", "Billing_Email__c", str.lower),
+        ("stripe_customer_id", "Stripe_Customer_Id__c", None),
+        ("iban", "IBAN__c", str.upper),
+        ("bic", "BIC__c", str.upper),
+        ("sepa_mandate_id", "SEPA_Mandate_Id__c", None),
+        ("dunning_group", "Dunning_Group__c", None),
+        ("language", "Invoice_Language__c", str.lower),
+        ("vat_id", "VAT_Number__c", str.upper),
+        ("buyer_reference", "Buyer_Reference__c", None),
+        ("electronic_address", "E_Invoice_Address__c", None),
+        ("electronic_address_scheme", "E_Invoice_Scheme__c", str.upper),
+    ):
+        value = _strip(record.get(source))
+        if value:
+            out[target] = case(value) if case else value
+    signed = record.get("SEPA_Mandate_Date__c")
+    if signed:
+        out["sepa_mandate_signed_on"] = dt.date.fromisoformat(str(signed).strip()[:10])
+    for target, source, table in (
+        ("payment_method", "Payment_Method__c", METHODS),
+        ("invoice_delivery", "Invoice_Delivery__c", DELIVERY),
+        ("invoice_format", "Invoice_Format__c", FORMATS),
+    ):
+        value = record.get(source)
+        if value is not None and value != "":
+            mapped = table.get(str(value))
+            if mapped is not None:
+                out[target] = mapped
     return out
 
 

@@ -878,13 +878,16 @@ def _usage_buckets(
     A subscription covers usage from its start (trial included: usage in a trial is free) until it
     ends or is cancelled; usage outside every subscription is billed on the customer's cycle.
     """
+    records = sorted(usage, key=lambda record: record.timestamp)
+    if not records:  # nothing metered: no need to work out where each subscription's usage ends
+        return {}, {}
     spans: defaultdict[tuple[str, str], list[tuple[date, date | None, str]]] = defaultdict(list)
     for sub in subscriptions:
         spans[(sub.customer_id, sub.price)].append((sub.start, run.usage_span_end(sub), sub.id))
     by_sub: defaultdict[str, list[UsageRecord]] = defaultdict(list)
     loose: defaultdict[tuple[str, str], list[UsageRecord]] = defaultdict(list)
     seen: set[str] = set()
-    for record in sorted(usage, key=lambda record: record.timestamp):
+    for record in records:
         if record.id is not None:
             if record.id in seen:
                 continue

@@ -172,10 +172,7 @@ class Invoice:
     amount_paid: Money | None = None
 
     def _sum(self, amounts: list[Money]) -> Money:
-        total = Money.zero(self.currency)
-        for amount in amounts:
-            total = total + amount
-        return total
+        return Money.sum(amounts, self.currency)
 
     @property
     def subtotal(self) -> Money:

@@ -10,7 +10,7 @@ calling thread happens to have set.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import (
     ROUND_HALF_EVEN,
@@ -22,7 +22,7 @@ from decimal import (
     Overflow,
 )
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "CURRENCIES",
@@ -171,9 +171,19 @@ class Money:
     def _exact(cls, amount: Decimal, currency: Currency) -> Money:
         """Internal fast path for results of Money arithmetic (already a finite Decimal)."""
         money = object.__new__(cls)
-        object.__setattr__(money, "amount", amount)
-        object.__setattr__(money, "currency", currency)
+        _SET_AMOUNT(money, amount)
+        _SET_CURRENCY(money, currency)
         return money
+
+    @classmethod
+    def sum(cls, amounts: Iterable[Money], currency: Currency) -> Money:
+        """The total of ``amounts``, all in ``currency`` (zero when there are none)."""
+        total = Decimal(0)
+        for money in amounts:
+            if money.currency is not currency and money.currency != currency:
+                raise CurrencyMismatchError(f"cannot add {money.currency.code} to a {currency.code} total")
+            total = _CTX.add(total, money.amount)
+        return cls._exact(total, currency)
 
     def rounded(self, rounding: str = ROUND_HALF_UP) -> Money:
         """This amount on the currency's minor unit (HALF_UP by default: ties go away from zero)."""
@@ -188,7 +198,7 @@ class Money:
         return self.amount == self.amount.quantize(self.currency.quantum, context=_CTX)
 
     def _same_currency(self, other: Money, op: str) -> None:
-        if other.currency != self.currency:
+        if other.currency is not self.currency and other.currency != self.currency:
             raise CurrencyMismatchError(
                 f"cannot {op} {other.currency.code} and {self.currency.code} amounts: {self} vs {other}"
             )
@@ -243,3 +253,9 @@ class Money:
 
     def __repr__(self) -> str:
         return f"Money({str(self.amount)!r}, {self.currency.code!r})"
+
+
+# The slots' own setters: results of Money arithmetic are built without the frozen __setattr__ check
+# (one of the hottest paths of a billing run).
+_SET_AMOUNT: Final[Any] = vars(Money)["amount"].__set__
+_SET_CURRENCY: Final[Any] = vars(Money)["currency"].__set__

@@ -15,8 +15,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sync_engine.store.inlist import one_of
 from sync_engine.store.models import Binding
 
+#: Ids per ``IN (...)`` when priming lookups (well under SQLite's variable limit).
+_PRIME_CHUNK = 500
 ID_PREFIX = {"customer": "cus", "product": "prd", "price": "prc", "order": "ord", "order_line": "orl"}
 
 
@@ -28,8 +31,22 @@ def canonical_id_for(system: str, entity: str, external_id: str) -> str:
 
 def payload_hash(payload: Any) -> str:
     """Stable hash of a JSON-like payload (key order and Decimal/str spelling do not matter)."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return text_hash(canonical_json(payload))
+
+
+def canonical_json(payload: Any) -> str:
+    """The text :func:`payload_hash` hashes: sorted keys, no spaces, ASCII only."""
+    return _CANONICAL_JSON.encode(payload)
+
+
+def text_hash(text: str) -> str:
+    """:func:`payload_hash` of the payload whose :func:`canonical_json` is ``text``."""
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+# One encoder for every hash (json.dumps with options builds one per call); the text, and so every
+# stored hash, is the same as json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
 def bindings_by_external(
@@ -39,7 +56,9 @@ def bindings_by_external(
         return {}
     rows = session.scalars(
         select(Binding).where(
-            Binding.system == system, Binding.entity == entity, Binding.external_id.in_(list(external_ids))
+            Binding.system == system,
+            Binding.entity == entity,
+            one_of(session, Binding.external_id, external_ids),
         )
     )
     return {b.external_id: b for b in rows}
@@ -52,7 +71,9 @@ def bindings_by_canonical(
         return {}
     rows = session.scalars(
         select(Binding).where(
-            Binding.system == system, Binding.entity == entity, Binding.canonical_id.in_(list(canonical_ids))
+            Binding.system == system,
+            Binding.entity == entity,
+            one_of(session, Binding.canonical_id, canonical_ids),
         )
     )
     return {b.canonical_id: b for b in rows}
@@ -108,17 +129,26 @@ class BindingLookups:
         self._cache: dict[tuple[str, str, str, bool], str] = {}
 
     def prime(self, system: str, entity: str, values: Collection[str], *, inbound: bool) -> None:
-        """Load many bindings in one query before mapping a page of records."""
+        """Load many bindings in one query per 500 ids before mapping a page of records (plain
+        columns, no ORM objects: only the two ids are needed)."""
         system = self.aliases.get(system, system)
-        found = (
-            bindings_by_external(self.session, system, entity, values)
+        wanted = sorted(values)
+        by, to = (
+            (Binding.external_id, Binding.canonical_id)
             if inbound
-            else bindings_by_canonical(self.session, system, entity, values)
+            else (Binding.canonical_id, Binding.external_id)
         )
-        for key, binding in found.items():
-            self._cache[(system, entity, key, inbound)] = (
-                binding.canonical_id if inbound else binding.external_id
+        connection = self.session.connection()
+        for start in range(0, len(wanted), _PRIME_CHUNK):
+            rows = connection.execute(
+                select(by, to).where(
+                    Binding.system == system,
+                    Binding.entity == entity,
+                    one_of(self.session, by, wanted[start : start + _PRIME_CHUNK]),
+                )
             )
+            for key, value in rows.all():
+                self._cache[(system, entity, key, inbound)] = value
 
     def resolve(self, *, system: str, entity: str, value: str, inbound: bool) -> str | None:
         found = self._resolve(self.aliases.get(system, system), entity, value, inbound)

@@ -52,15 +52,39 @@ def record_dead_letter(
 
 
 def resolve_dead_letters(session: Session, *, stream: str, entity: str, external_ids: list[str]) -> None:
-    """A record that now goes through closes its open dead letters (status ``resolved``)."""
-    if external_ids:
+    """A record that now goes through closes its open dead letters (status ``resolved``).
+
+    For a page of records, the stream's open letters (few, normally none) are read and matched here
+    instead: thousands of ids in an ``IN`` list cost more to send and parse than the letters."""
+    if not external_ids:
+        return
+    open_ = (
+        DeadLetter.stream == stream,
+        DeadLetter.entity == entity,
+        DeadLetter.status.in_(("open", "replayed")),
+    )
+    if len(external_ids) <= _ID_CHUNK:
         session.execute(
             update(DeadLetter)
-            .where(
-                DeadLetter.stream == stream,
-                DeadLetter.entity == entity,
-                DeadLetter.external_id.in_(external_ids),
-                DeadLetter.status.in_(("open", "replayed")),
-            )
+            .where(*open_, DeadLetter.external_id.in_(external_ids))
             .values(status="resolved")
         )
+        return
+    wanted = set(external_ids)
+    letters = [
+        letter_id
+        for letter_id, external_id in session.execute(
+            select(DeadLetter.id, DeadLetter.external_id).where(*open_)
+        )
+        if external_id in wanted
+    ]
+    for start in range(0, len(letters), _ID_CHUNK):
+        session.execute(
+            update(DeadLetter)
+            .where(DeadLetter.id.in_(letters[start : start + _ID_CHUNK]))
+            .values(status="resolved")
+        )
+
+
+#: Ids per ``IN (...)`` (well under SQLite's variable limit).
+_ID_CHUNK = 500

@@ -46,10 +46,13 @@ from sync_engine.delivery import DESTINATION as DELIVERY_DESTINATION
 from sync_engine.delivery import ENTITY as DELIVERY_ENTITY
 from sync_engine.delivery import delivery_wanted
 from sync_engine.einvoices import FOLDER_DESTINATION, FOLDER_ENTITY, folder_wanted
+from sync_engine.gc_pause import collector_paused
 from sync_engine.invoice_status import STATUS_ENTITY
 from sync_engine.outbox import Owed, enqueue_many
 from sync_engine.payments import apply_credit
 from sync_engine.runtime import Runtime, StopRequested
+from sync_engine.store.bulk import insert_rows
+from sync_engine.store.inlist import one_of
 from sync_engine.store.models import (
     CanonicalRecord,
     DeadLetter,
@@ -64,9 +67,10 @@ from sync_engine.store.sequences import next_number
 from sync_engine.store.types import MONEY_SCALE
 
 BILLING_STREAM = "billing"
-#: Invoices finalised per transaction: one commit (one fsync) per chunk instead of per invoice; a
-#: crash rolls the chunk back whole, numbers included, so the series stays gapless.
-FINALISE_CHUNK = 100
+#: Invoices finalised per transaction: one commit (one fsync) and one bulk insert per table per
+#: chunk; a crash rolls the chunk back whole, numbers included, so the series stays gapless. The
+#: series' row stays locked while a chunk is written (about 0.1 s for 1,000 invoices with COPY).
+FINALISE_CHUNK = 1000
 #: How the sync engine bills: one catch-up invoice per customer and currency per run.
 ENGINE_SETTINGS: Final = BillingSettings(grouping="customer")
 _STORED: Final = Decimal(1).scaleb(-MONEY_SCALE)
@@ -82,10 +86,10 @@ class BillResult:
 
 
 def _records(session: Any, entity: str) -> dict[str, dict[str, Any]]:
-    rows = session.execute(
-        select(CanonicalRecord.id, CanonicalRecord.data).where(CanonicalRecord.entity == entity)
-    )
-    return {row.id: row.data for row in rows}
+    """Every canonical record of ``entity``, read as plain rows (no ORM objects: a run reads them all)."""
+    table = CanonicalRecord.__table__
+    rows = session.connection().execute(select(table.c.id, table.c.data).where(table.c.entity == entity))
+    return {record_id: data for record_id, data in rows.all()}  # fetchall: one call, not one per row
 
 
 def _trim(value: Decimal) -> Decimal:
@@ -156,7 +160,7 @@ def _letter_ids(orders: Iterable[Order]) -> dict[str, tuple[str, dict[str, Any]]
 
 def _record_problems(session: Any, problems: list[Problem], orders: list[Order]) -> None:
     """Open (or bump) a dead letter per problem; close the letters whose problem is gone."""
-    known = _letter_ids(orders)
+    known = _letter_ids(orders) if problems else {}
     letters: dict[str, tuple[dict[str, Any], list[str]]] = {}
     for problem in problems:
         external_id, payload = known.get(problem.subject, (problem.subject, {}))
@@ -189,6 +193,11 @@ def _record_problems(session: Any, problems: list[Problem], orders: list[Order])
 def run_billing(
     runtime: Runtime, as_of: dt.date, progress: Callable[[int], None] | None = None
 ) -> BillResult:
+    with collector_paused():  # bulk work on plain data: see sync_engine.gc_pause
+        return _run_billing(runtime, as_of, progress)
+
+
+def _run_billing(runtime: Runtime, as_of: dt.date, progress: Callable[[int], None] | None) -> BillResult:
     settings = runtime.settings.billing
     series = NumberSeries(name=settings.series, prefix=settings.number_prefix, width=settings.number_width)
     destinations = [d.name for d in runtime.settings.destinations if "invoice" in d.mappings]
@@ -229,22 +238,28 @@ def run_billing(
                 # invoice would also flush the session once per invoice
                 first = next_number(session, series.name, len(chunk))
                 owed: list[Owed] = []
+                stored: list[InvoiceRows] = []
+                now = utcnow()
                 for offset, draft in enumerate(chunk):
                     final = finalize(draft, series.format(first + offset))
                     finals.append(final)
-                    stored = stored_invoice(final, series.name)
-                    session.add(stored)
+                    rows = invoice_rows(final, series.name, now)
+                    stored.append(rows)
                     if deliver:  # the customer is owed the invoice from the moment it exists
-                        stored.delivery_status = "pending"
-                        owed.append(Owed(DELIVERY_DESTINATION, DELIVERY_ENTITY, stored.id, "deliver", "1"))
+                        rows.invoice["delivery_status"] = "pending"
+                        owed.append(Owed(DELIVERY_DESTINATION, DELIVERY_ENTITY, final.key, "deliver", "1"))
                     if to_folder:
-                        owed.append(Owed(FOLDER_DESTINATION, FOLDER_ENTITY, stored.id, "export", "1"))
+                        owed.append(Owed(FOLDER_DESTINATION, FOLDER_ENTITY, final.key, "export", "1"))
                     owed.extend(Owed(d, "invoice", final.key, "create", "1") for d in destinations)
                     # the ERP / CRM learn it is open
                     owed.extend(
                         Owed(d, STATUS_ENTITY, final.key, "upsert", final.status) for d in status_destinations
                     )
-                enqueue_many(session, owed)
+                # the chunk's rows in one bulk insert per table (COPY on PostgreSQL)
+                insert_rows(session, Invoice, [r.invoice for r in stored])
+                insert_rows(session, InvoiceLine, [line for r in stored for line in r.lines])
+                insert_rows(session, InvoiceTaxLine, [tax for r in stored for tax in r.tax_lines])
+                enqueue_many(session, owed, fresh=[final.key for final in finals])
                 # credit left from overpayments pays the new invoices at once
                 session.flush()
                 _apply_credit(session, runtime, {f.customer_id for f in finals}, as_of)
@@ -286,58 +301,85 @@ def _stored_unit_price(value: Decimal) -> Decimal:
     return value if value == value.quantize(_STORED) else value.quantize(_STORED, ROUND_HALF_UP)
 
 
-def stored_invoice(final: BillingInvoice, series: str) -> Invoice:
-    """The database rows of a finalised invoice (lines and tax lines included)."""
+@dataclass(frozen=True)
+class InvoiceRows:
+    """A finalised invoice as the rows of ``invoices``, ``invoice_lines`` and ``invoice_tax_lines``."""
+
+    invoice: dict[str, Any]
+    lines: list[dict[str, Any]]
+    tax_lines: list[dict[str, Any]]
+
+
+def invoice_rows(final: BillingInvoice, series: str, finalized_at: dt.datetime) -> InvoiceRows:
+    """The database rows of a finalised invoice, for a bulk insert (see ``store.bulk``)."""
     assert final.number is not None, "only finalised invoices are stored"
-    invoice = Invoice(
-        id=final.key,
-        customer_id=final.customer_id,
-        series=series,
-        number=final.number,
-        status=final.status,
-        currency=final.currency.code,
-        period_start=final.period_start,
-        period_end=final.period_end,
-        issue_date=final.issue_date,
-        due_date=final.due_date,
-        subtotal=final.subtotal.amount,
-        discount_total=final.discount_total.amount,
-        tax_total=final.tax_total.amount,
-        total=final.total.amount,
-        amount_paid=Decimal(0) if final.amount_paid is None else final.amount_paid.amount,
-        finalized_at=utcnow(),
+    key = final.key
+    return InvoiceRows(
+        invoice={
+            "id": key,
+            "customer_id": final.customer_id,
+            "series": series,
+            "number": final.number,
+            "status": final.status,
+            "currency": final.currency.code,
+            "period_start": final.period_start,
+            "period_end": final.period_end,
+            "issue_date": final.issue_date,
+            "due_date": final.due_date,
+            "subtotal": final.subtotal.amount,
+            "discount_total": final.discount_total.amount,
+            "tax_total": final.tax_total.amount,
+            "total": final.total.amount,
+            "amount_paid": Decimal(0) if final.amount_paid is None else final.amount_paid.amount,
+            "finalized_at": finalized_at,
+            "delivery_status": None,
+        },
+        lines=[
+            {
+                "invoice_id": key,
+                "position": i,
+                "source_key": line.source_key,
+                "product_code": line.product_code,
+                "description": line.description,
+                "quantity": line.quantity,
+                "unit_price": _stored_unit_price(line.unit_price.amount),
+                "amount": line.amount.amount,
+                "discount_amount": Decimal(0) if line.discount is None else line.discount.amount,
+                "tax_id": line.tax_id,
+                "tax_rate": line.tax_rate,
+                "tax_inclusive": line.tax_inclusive,
+                "tax_amount": Decimal(0) if line.tax_amount is None else line.tax_amount.amount,
+                "period_start": line.period_start,
+                "period_end": line.period_end,
+                "explanation": None if line.explanation is None else line.explanation.to_dict(),
+            }
+            for i, line in enumerate(final.lines, start=1)
+        ],
+        tax_lines=[
+            {
+                "invoice_id": key,
+                "position": i,
+                "tax_id": tax.tax_id,
+                "name": tax.name,
+                "rate": tax.rate,
+                "inclusive": tax.inclusive,
+                "taxable": tax.taxable.amount,
+                "amount": tax.amount.amount,
+            }
+            for i, tax in enumerate(final.tax_lines, start=1)
+        ],
     )
+
+
+def stored_invoice(final: BillingInvoice, series: str) -> Invoice:
+    """A finalised invoice as an ORM object with its lines and tax lines (the same rows as the run's)."""
+    rows = invoice_rows(final, series, utcnow())
+    invoice = Invoice(**rows.invoice)
     invoice.lines = [
-        InvoiceLine(
-            position=i,
-            source_key=line.source_key,
-            product_code=line.product_code,
-            description=line.description,
-            quantity=line.quantity,
-            unit_price=_stored_unit_price(line.unit_price.amount),
-            amount=line.amount.amount,
-            discount_amount=Decimal(0) if line.discount is None else line.discount.amount,
-            tax_id=line.tax_id,
-            tax_rate=line.tax_rate,
-            tax_inclusive=line.tax_inclusive,
-            tax_amount=Decimal(0) if line.tax_amount is None else line.tax_amount.amount,
-            period_start=line.period_start,
-            period_end=line.period_end,
-            explanation=None if line.explanation is None else line.explanation.to_dict(),
-        )
-        for i, line in enumerate(final.lines, start=1)
+        InvoiceLine(**{k: v for k, v in line.items() if k != "invoice_id"}) for line in rows.lines
     ]
     invoice.tax_lines = [
-        InvoiceTaxLine(
-            position=i,
-            tax_id=tax.tax_id,
-            name=tax.name,
-            rate=tax.rate,
-            inclusive=tax.inclusive,
-            taxable=tax.taxable.amount,
-            amount=tax.amount.amount,
-        )
-        for i, tax in enumerate(final.tax_lines, start=1)
+        InvoiceTaxLine(**{k: v for k, v in tax.items() if k != "invoice_id"}) for tax in rows.tax_lines
     ]
     return invoice
 
@@ -495,7 +537,9 @@ def invoice_document(invoice: Invoice, product_ids: dict[str, str]) -> dict[str,
 def _apply_credit(session: Session, runtime: Runtime, customers: set[str], as_of: dt.date) -> None:
     """Spend the unapplied credit of these customers (if any) on their open invoices."""
     rows = session.execute(
-        select(Payment.customer_id, Payment.unapplied).where(Payment.customer_id.in_(sorted(customers)))
+        select(Payment.customer_id, Payment.unapplied).where(
+            one_of(session, Payment.customer_id, sorted(customers))
+        )
     )
     with_credit = {customer for customer, unapplied in rows if unapplied > 0}  # compared as Decimal
     if with_credit:

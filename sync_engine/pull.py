@@ -18,17 +18,21 @@ from mappings.spec import MappingSpec
 from mappings.transforms import cast_datetime
 from sync_engine.bindings import (
     BindingLookups,
-    bind,
     bindings_by_canonical,
     bindings_by_external,
     canonical_id_for,
+    canonical_json,
     payload_hash,
+    text_hash,
 )
 from sync_engine.dead_letters import record_dead_letter, resolve_dead_letters
+from sync_engine.gc_pause import collector_paused
 from sync_engine.outbox import Owed, enqueue_many
 from sync_engine.runtime import Runtime, StopRequested
 from sync_engine.settings import StreamSettings
-from sync_engine.store.models import CanonicalRecord, DeadLetter, StreamCursor, SyncRun, utcnow
+from sync_engine.store.bulk import JSONText, insert_rows
+from sync_engine.store.inlist import one_of
+from sync_engine.store.models import Binding, CanonicalRecord, DeadLetter, StreamCursor, SyncRun, utcnow
 
 CURSOR_FIELD = "SystemModstamp"
 MISSING_BINDING = "MissingBinding"
@@ -79,6 +83,20 @@ def pull_stream(
     (a bounded backfill) or ``pages`` (records it fetched itself): then the cursor is left alone,
     so a backfill never makes the next regular run skip anything.
     """
+    with collector_paused():  # bulk work on plain data: see sync_engine.gc_pause
+        return _pull_stream(runtime, stream, progress, since, pages, kind, requested_by, force)
+
+
+def _pull_stream(
+    runtime: Runtime,
+    stream: StreamSettings,
+    progress: Callable[[int], None] | None,
+    since: dt.datetime | None,
+    pages: Iterable[list[dict[str, Any]]] | None,
+    kind: str,
+    requested_by: str | None,
+    force: bool,
+) -> PullResult:
     spec = runtime.spec(stream.mapping)
     system = stream.connection
     result = PullResult(stream=stream.name)
@@ -220,6 +238,10 @@ def _store_page(
         session, system, entity, [canonical_ids[e] for e, _, _, binding in todo if binding is None]
     )
     owed: list[Owed] = []
+    # New records and bindings go in as rows, in one bulk insert each (COPY on PostgreSQL); a record
+    # seen twice in the page updates its pending row.
+    new_records: dict[str, dict[str, Any]] = {}
+    new_bindings: dict[str, dict[str, Any]] = {}
     for (external_id, clean, raw_hash, _binding), outcome in zip(todo, mapped, strict=True):
         if isinstance(outcome, MappingError):
             # A record that only waits for another (its account not pulled yet) is retried on every
@@ -245,37 +267,70 @@ def _store_page(
             )
             continue
         canonical_id = canonical_ids[external_id]
-        data_hash = payload_hash(data)
-        record = records.get(canonical_id)
-        changed = record is None or record.payload_hash != data_hash
-        if record is None:
-            record = CanonicalRecord(id=canonical_id, entity=entity, data=data, payload_hash=data_hash)
-            session.add(record)
-            records[canonical_id] = record
-        elif changed:
-            record.data, record.payload_hash = data, data_hash
+        text = canonical_json(data)  # serialised once: hashed, and stored as it is when new
+        data_hash = text_hash(text)
+        changed = _store_record(records, new_records, canonical_id, entity, data, text, data_hash)
         version = clean.get(CURSOR_FIELD)
-        existing[external_id] = bind(
-            session,
-            system=system,
-            entity=entity,
-            external_id=external_id,
-            canonical_id=canonical_id,
-            remote_version=str(version) if version else None,
-            hash_=raw_hash,
-            existing=existing.get(external_id) or by_canonical.get(canonical_id),
-            looked_up=True,
-        )
-        by_canonical[canonical_id] = existing[external_id]
+        remote_version = str(version) if version else None
+        binding = existing.get(external_id) or by_canonical.get(canonical_id)
+        if binding is not None:
+            binding.external_id, binding.remote_version, binding.payload_hash = (
+                external_id,
+                remote_version,
+                raw_hash,
+            )
+            existing[external_id] = by_canonical[canonical_id] = binding
+        else:
+            new_bindings[canonical_id] = {
+                "system": system,
+                "entity": entity,
+                "external_id": external_id,
+                "canonical_id": canonical_id,
+                "remote_version": remote_version,
+                "payload_hash": raw_hash,
+            }
         lookups.remember(system, entity, external_id, canonical_id)
         if changed or force:
             action = "resync" if force else "upsert"
             owed.extend(Owed(d, entity, canonical_id, action, data_hash[:16]) for d in outbound_to)
         result.written += 1
         resolved.append(external_id)
-    enqueue_many(session, owed)
+    insert_rows(session, CanonicalRecord, new_records.values())
+    insert_rows(session, Binding, new_bindings.values())
+    enqueue_many(session, owed, fresh=new_records.keys())
     resolve_dead_letters(session, stream=stream.name, entity=entity, external_ids=resolved)
     session.flush()
+
+
+def _store_record(
+    records: dict[str, CanonicalRecord],
+    new_records: dict[str, dict[str, Any]],
+    canonical_id: str,
+    entity: str,
+    data: dict[str, Any],
+    text: str,
+    data_hash: str,
+) -> bool:
+    """Store the canonical record (a new row, or the loaded one updated); True when it changed.
+    ``text``: ``data`` as JSON, hashed into ``data_hash``."""
+    pending = new_records.get(canonical_id)
+    if pending is not None:  # seen earlier in this page
+        changed = bool(pending["payload_hash"] != data_hash)
+        pending["data"], pending["payload_hash"] = JSONText(text), data_hash
+        return changed
+    record = records.get(canonical_id)
+    if record is None:
+        new_records[canonical_id] = {
+            "id": canonical_id,
+            "entity": entity,
+            "data": JSONText(text),
+            "payload_hash": data_hash,
+        }
+        return True
+    if record.payload_hash == data_hash:
+        return False
+    record.data, record.payload_hash = data, data_hash
+    return True
 
 
 def _records_by_id(session: Any, ids: set[str]) -> dict[str, CanonicalRecord]:
@@ -284,7 +339,10 @@ def _records_by_id(session: Any, ids: set[str]) -> dict[str, CanonicalRecord]:
     for start in range(0, len(wanted), ID_CHUNK):
         chunk = wanted[start : start + ID_CHUNK]
         found.update(
-            (r.id, r) for r in session.scalars(select(CanonicalRecord).where(CanonicalRecord.id.in_(chunk)))
+            (r.id, r)
+            for r in session.scalars(
+                select(CanonicalRecord).where(one_of(session, CanonicalRecord.id, chunk))
+            )
         )
     return found
 

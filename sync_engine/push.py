@@ -46,6 +46,7 @@ from sync_engine.payments import customer_balance_document, order_balance_docume
 from sync_engine.runtime import Runtime, StopRequested
 from sync_engine.settings import DestinationSettings
 from sync_engine.store.models import (
+    Binding,
     CanonicalRecord,
     CreditNote,
     Invoice,
@@ -220,9 +221,9 @@ def _push_entity(
         unknown_ids = {p.row_id for p in unknown}
         with runtime.transaction() as session:
             to_send = []
+            rows = _rows_by_id(session, [p.row_id for p in prepared])
             for p in prepared:
-                row = session.get(OutboxItem, p.row_id)
-                assert row is not None
+                row = rows[p.row_id]
                 remote = found.get(str(p.sent_match_key)) if p.row_id in unknown_ids else None
                 if remote is not None:
                     _adopt(
@@ -259,9 +260,7 @@ def _push_entity(
             results = connector.write(items)
         except RetryableError as exc:  # batch() reports call failures per item; this is a safety net
             with runtime.transaction() as session:
-                for p in to_send:
-                    row = session.get(OutboxItem, p.row_id)
-                    assert row is not None
+                for row in _rows_by_id(session, [p.row_id for p in to_send]).values():
                     row.last_error = str(exc)  # stays "unknown": looked up before the next attempt
             result.retry_later += len(to_send)
             continue
@@ -421,13 +420,19 @@ def _apply_results(
         if p.operation == "update"  # a void re-reads the version itself; a second stale one is refused
     }
     with runtime.transaction() as session:
+        # the batch's rows and bindings in one query each, its dead letters closed in one statement
+        rows = _rows_by_id(session, [p.row_id for p in sent])
+        bindings = bindings_by_canonical(session, system, entity, [p.canonical_id for p in sent])
+        delivered: list[str] = []
         for p in sent:
-            row = session.get(OutboxItem, p.row_id)
-            assert row is not None
+            row = rows[p.row_id]
             outcome = by_key.get(p.key)
             if outcome is not None and outcome.ok and outcome.entity is not None:
                 identity = connector.identity(outcome.entity)
-                _bound(session, system, entity, row, identity, payload_hash(p.doc))
+                bindings[p.canonical_id] = _bind_remote(
+                    session, system, entity, row, identity, payload_hash(p.doc), bindings.get(p.canonical_id)
+                )
+                delivered.append(p.canonical_id)
                 if entity in ACTS_ON:  # the record acted on has a new version now
                     _new_version(session, system, ACTS_ON[entity][0], p.canonical_id, identity[1])
                 result.sent[entity] = result.sent.get(entity, 0) + 1
@@ -478,6 +483,7 @@ def _apply_results(
                 result.retry_later += 1
                 if isinstance(error, AuthError | FatalError):
                     stop = stop or error
+        resolve_dead_letters(session, stream=f"push:{system}", entity=entity, external_ids=delivered)
     if stop is not None:
         raise stop  # after committing what we learned: a person must fix credentials or config
 
@@ -538,13 +544,27 @@ def _documents(session: Any, entity: str, ids: list[str]) -> dict[str, dict[str,
     return {row.id: dict(row.data) for row in rows}
 
 
-def _bound(
-    session: Any, system: str, entity: str, row: OutboxItem, remote: tuple[str, str], sent_hash: str | None
-) -> None:
-    """Record where the canonical record lives now (remote id, version); ``sent_hash`` is the data
-    the destination holds (None when unknown)."""
+def _rows_by_id(session: Any, ids: list[int]) -> dict[int, OutboxItem]:
+    """The batch's outbox rows in one query (a batch is at most a few hundred rows)."""
+    rows = {row.id: row for row in session.scalars(select(OutboxItem).where(OutboxItem.id.in_(ids)))}
+    missing = set(ids) - rows.keys()
+    assert not missing, f"outbox rows {sorted(missing)} vanished during the push"
+    return rows
+
+
+def _bind_remote(
+    session: Any,
+    system: str,
+    entity: str,
+    row: OutboxItem,
+    remote: tuple[str, str],
+    sent_hash: str | None,
+    existing: Binding | None,
+) -> Binding:
+    """Record where the canonical record lives now (remote id, version) and mark the row sent;
+    ``existing``: its binding, already looked up (None: it has none)."""
     external_id, version = remote
-    bind(
+    binding = bind(
         session,
         system=system,
         entity=entity,
@@ -552,8 +572,20 @@ def _bound(
         canonical_id=row.canonical_id,
         remote_version=version,
         hash_=sent_hash,
+        existing=existing,
+        looked_up=True,
     )
     _done(row)
+    return binding
+
+
+def _bound(
+    session: Any, system: str, entity: str, row: OutboxItem, remote: tuple[str, str], sent_hash: str | None
+) -> None:
+    """:func:`_bind_remote` for one record, its binding looked up, its dead letters closed;
+    ``sent_hash`` is the data the destination holds (None when unknown)."""
+    existing = bindings_by_canonical(session, system, entity, [row.canonical_id]).get(row.canonical_id)
+    _bind_remote(session, system, entity, row, remote, sent_hash, existing)
     resolve_dead_letters(session, stream=f"push:{system}", entity=entity, external_ids=[row.canonical_id])
 
 

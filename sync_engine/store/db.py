@@ -77,7 +77,14 @@ def _json_default(value: Any) -> Any:
 # JSON columns: Decimal and dates are written as strings, and JSON numbers with a fraction are read
 # back as Decimal, so money inside payloads (dead letters, canonical data) never becomes a float.
 _json_serializer = partial(json.dumps, default=_json_default, ensure_ascii=False)
-_json_deserializer = partial(json.loads, parse_float=Decimal)
+# One decoder for every value: json.loads with an option builds a new decoder per call.
+_JSON_DECODER = json.JSONDecoder(parse_float=Decimal)
+
+
+def _json_deserializer(text: str | bytes | bytearray | memoryview) -> Any:
+    if not isinstance(text, str):  # psycopg hands over the raw bytes
+        text = bytes(text).decode()
+    return _JSON_DECODER.decode(text)
 
 
 def make_engine(url: str | URL, *, echo: bool = False, _enforce_foreign_keys: bool = True) -> Engine:

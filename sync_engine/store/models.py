@@ -129,7 +129,10 @@ class OutboxItem(Base):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "destination", "status", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_pending", "destination", "status", "id"),
+        Index("ix_outbox_record", "canonical_id", "destination", "entity"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     destination: Mapped[str] = mapped_column(String(40))

@@ -211,6 +211,7 @@ def test_an_unbillable_line_waits_in_the_dead_letters_and_is_billed_once_the_cat
 def test_a_crash_while_finalising_keeps_whole_chunks_and_the_numbers_gapless(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(invoicing, "FINALISE_CHUNK", 100)  # 130 invoices: two chunks
     seed(runtime, "product", "prd_setup", {"code": "SETUP", "name": "Setup"})
     for n in range(1, 131):
         seed(runtime, "customer", f"cus_{n:03d}", {"name": f"Customer {n}", "currency": "USD"})
