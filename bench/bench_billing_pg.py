@@ -4,8 +4,8 @@ The store holds 50,000 customers (a third in EUR) with one activated order each,
 subscription lines (the demo catalog's plans and per-seat add-on), starting this month: 100,000
 subscriptions. They are loaded before the clock starts. Timed: ``run_billing`` as the sync runs it:
 read the canonical records, price every subscription (``billing.generate``), and finalise the
-50,000 invoices in chunks of 100 (gapless numbers, invoices, lines with their explanations, tax lines,
-one outbox row per invoice for QuickBooks), each chunk one transaction.
+50,000 invoices in chunks of 1,000 (gapless numbers, invoices, lines with their explanations, tax
+lines, one outbox row per invoice for QuickBooks, written with COPY), each chunk one transaction.
 
 Baseline, in the same run: every row the billing run wrote (invoices, lines, outbox, the number
 series, its run row) taken out and loaded back with COPY into the same tables, indexes and

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,9 @@ from connectors.errors import AuthError, ConnectorError, FatalError, RateLimited
 from connectors.quickbooks.errors import DEFAULT_RETRY_AFTER, SYSTEM, parse_retry_after, translate_transport
 from connectors.quickbooks.settings import QuickBooksSettings
 from connectors.quickbooks.tokens import OAuthTokens, TokenStore
+
+#: How long a refused refresh waits for another instance's rotated token to appear in the store.
+ROTATION_WAIT_S = 3.0
 
 # Intuit's own endpoints, used when ``token_url`` is overridden so that no discovery fetch is needed.
 _INTUIT_DISCOVERY = {
@@ -124,13 +128,28 @@ class TokenManager:
         try:
             return self._refresh_with(refresh_token)
         except AuthError:
-            latest = self._store.load()  # rotated by another instance meanwhile: one more try
-            if latest is None or latest.refresh_token == refresh_token:
+            latest = self._rotated_by_another(refresh_token)  # one more try with the new token
+            if latest is None:
                 raise
             if latest.access_token and latest.access_valid(self._clock()):
                 self._tokens = latest
                 return latest.access_token
             return self._refresh_with(latest.refresh_token)
+
+    def _rotated_by_another(self, refused: str) -> OAuthTokens | None:
+        """The tokens another instance sharing the store got for ``refused``, if it did.
+
+        Two workers starting together both refresh with the same token; QuickBooks rotates it for
+        the first and refuses the second, which may hear so before the first has stored the new
+        one. So the store is read again for a moment before the refusal is believed."""
+        deadline = time.monotonic() + ROTATION_WAIT_S
+        while True:
+            latest = self._store.load()
+            if latest is not None and latest.refresh_token != refused:
+                return latest
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
 
     def secrets(self) -> tuple[str | None, ...]:
         """Values that must never appear in an error message."""

@@ -30,7 +30,8 @@ def test_a_cycle_puts_every_invoice_in_quickbooks_once_and_a_rerun_adds_nothing(
     erp = company.erp_invoice_numbers()
     assert erp == numbers  # the ERP holds the same invoices, once each
     # the two accounts with an unsupported currency wait in the dead letters, with the reason
-    letters = company.runtime.sessions().scalars(select(DeadLetter).where(DeadLetter.status == "open")).all()
+    with company.runtime.sessions() as session:
+        letters = session.scalars(select(DeadLetter).where(DeadLetter.status == "open")).all()
     assert len(letters) == 2 and all("XTS" in letter.error for letter in letters)
 
     routes_before = Counter(company.qbo.calls_by_route)

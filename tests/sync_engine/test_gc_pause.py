@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import weakref
 
 from sync_engine.gc_pause import collector_paused
 
@@ -45,3 +46,18 @@ def test_an_exception_still_re_enables_the_collector() -> None:
     except KeyError:
         pass
     assert gc.isenabled()
+
+
+def test_garbage_from_before_the_pause_is_released_when_it_starts() -> None:
+    """An abandoned session in a reference cycle would keep SQLite's write lock through the run."""
+
+    class Abandoned:
+        pass
+
+    released: list[str] = []
+    abandoned = Abandoned()
+    abandoned.cycle = abandoned  # type: ignore[attr-defined]
+    weakref.finalize(abandoned, released.append, "connection returned")
+    del abandoned
+    with collector_paused():
+        assert released == ["connection returned"]

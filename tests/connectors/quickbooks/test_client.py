@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -291,6 +292,23 @@ def test_rejected_refresh_token_message_has_no_secrets() -> None:
     for secret in ("rt-from-settings", "very-secret-client-secret"):
         assert secret not in text
     assert "invalid_grant" in text
+
+
+@responses.activate
+def test_a_refresh_refused_because_another_worker_rotated_the_token_uses_that_workers_token() -> None:
+    """Two workers start together: QuickBooks rotates the shared refresh token for the other one and
+    refuses ours, and the other one stores its new tokens a moment later."""
+    responses.post(TOKEN_URL, json={"error": "invalid_grant"}, status=400)
+    responses.post(f"{API}/query", json={"QueryResponse": {"totalCount": 3}, "time": "t"})
+    store = MemoryTokenStore()
+    theirs = OAuthTokens(
+        refresh_token="rt-theirs",
+        access_token="at-theirs",
+        access_expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+    )
+    threading.Timer(0.3, store.save, args=(theirs,)).start()
+    assert connector(store).count("Item") == 3
+    assert responses.calls[-1].request.headers["Authorization"] == "Bearer at-theirs"
 
 
 @responses.activate
