@@ -793,13 +793,16 @@ def retention(books: Books, months: Sequence[date], as_of: date) -> list[CohortR
         first.setdefault(invoice.customer_id, month_of(invoice.issue_date))
     active = _active_months(books)
     last = month_of(as_of)
+    cohorts: defaultdict[date, list[str]] = defaultdict(list)
+    for customer, month in first.items():
+        cohorts[month].append(customer)
     rows: list[CohortRow] = []
-    for cohort in months:
+    # only the months that have a cohort: a window of centuries costs no more than the data in it
+    for cohort in sorted(set(months) & cohorts.keys()):
         if cohort > last:
             continue
-        members = [c for c, month in first.items() if month == cohort]
-        offsets = len(months_between(cohort, last))
+        members = cohorts[cohort]
+        offsets = (last.year - cohort.year) * 12 + last.month - cohort.month + 1
         retained = tuple(sum(add_months(cohort, k) in active[c] for c in members) for k in range(offsets))
-        if members:
-            rows.append(CohortRow(cohort, len(members), retained))
+        rows.append(CohortRow(cohort, len(members), retained))
     return rows

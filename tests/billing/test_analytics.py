@@ -7,9 +7,11 @@ from collections import defaultdict
 from datetime import date, timedelta
 from decimal import Decimal as D
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from billing import analytics
 from billing.analytics import (
     AGEING_BUCKETS,
     AllocationFact,
@@ -446,6 +448,25 @@ def test_retention_by_cohort_of_first_invoice_active_by_invoice_or_mrr() -> None
     rows = retention(books, [date(2023, 12, 1), JAN, FEB, date(2024, 5, 1)], as_of=date(2024, 3, 31))
     assert [(r.cohort, r.customers, r.retained) for r in rows] == [(JAN, 2, (2, 1, 1)), (FEB, 1, (1, 0))]
     assert rows[0].shares == (D("100.0"), D("50.0"), D("50.0"))
+
+
+def test_retention_over_a_window_of_centuries_costs_what_its_cohorts_cost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An API caller asked for --from 0001-01-01: the report walked every pair of months (hours)."""
+    books = Books(invoices=(inv("a", "c1", issue=JAN), inv("b", "c1", issue=FEB)))
+    window = months_between(date(1, 1, 1), date(2024, 12, 1))
+    steps = {"n": 0}
+    real = analytics.add_months
+
+    def counted(day: date, months: int) -> date:
+        steps["n"] += 1
+        return real(day, months)
+
+    monkeypatch.setattr(analytics, "add_months", counted)
+    rows = retention(books, window, as_of=date(2024, 3, 31))
+    assert [(r.cohort, r.customers, r.retained) for r in rows] == [(JAN, 1, (1, 1, 0))]
+    assert steps["n"] < 100  # the months of its one cohort, not of 24,000 empty ones
 
 
 def test_books_date_is_the_latest_day_the_books_reached() -> None:
