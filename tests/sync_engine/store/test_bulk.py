@@ -33,6 +33,19 @@ def _invoice(invoice_id: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def _line(source_key: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "invoice_id": "1",
+        "position": 1,
+        "source_key": source_key,
+        "description": "Plan",
+        "quantity": Decimal("1"),
+        "unit_price": Decimal("10"),
+        "amount": Decimal("10"),
+        **extra,
+    }
+
+
 def test_rows_read_back_as_the_orm_wrote_them_with_python_defaults_filled(
     session_factory: sessionmaker[Session],
 ) -> None:
@@ -43,17 +56,15 @@ def test_rows_read_back_as_the_orm_wrote_them_with_python_defaults_filled(
             session,
             InvoiceLine,
             [
-                {
-                    "invoice_id": "1",
-                    "position": 1,
-                    "source_key": "sub:1",
-                    "description": "Plan — Müller GmbH",
-                    "quantity": Decimal("3"),
-                    "unit_price": Decimal("0.333333"),
-                    "amount": Decimal("0.999999"),
-                    "tax_inclusive": True,
-                    "explanation": {"kind": "recurring", "details": [["billed", "in advance"]]},
-                }
+                _line(
+                    "sub:1",
+                    description="Plan — Müller GmbH",
+                    quantity=Decimal("3"),
+                    unit_price=Decimal("0.333333"),
+                    amount=Decimal("0.999999"),
+                    tax_inclusive=True,
+                    explanation={"kind": "recurring", "details": [["billed", "in advance"]]},
+                )
             ],
         )
         insert_rows(
@@ -129,21 +140,7 @@ def test_a_duplicate_key_fails_the_batch_and_the_transaction(session_factory: se
 def test_rows_may_refer_to_pending_orm_objects(session_factory: sessionmaker[Session]) -> None:
     with session_factory.begin() as session:
         session.add(Invoice(**_invoice("1")))  # not flushed yet: insert_rows flushes first
-        insert_rows(
-            session,
-            InvoiceLine,
-            [
-                {
-                    "invoice_id": "1",
-                    "position": 1,
-                    "source_key": "sub:1",
-                    "description": "Plan",
-                    "quantity": Decimal("1"),
-                    "unit_price": Decimal("10"),
-                    "amount": Decimal("10"),
-                }
-            ],
-        )
+        insert_rows(session, InvoiceLine, [_line("sub:1")])
     with session_factory() as session:
         assert session.scalar(select(func.count()).select_from(InvoiceLine)) == 1
 
