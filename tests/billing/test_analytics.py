@@ -448,6 +448,9 @@ def test_retention_by_cohort_of_first_invoice_active_by_invoice_or_mrr() -> None
     rows = retention(books, [date(2023, 12, 1), JAN, FEB, date(2024, 5, 1)], as_of=date(2024, 3, 31))
     assert [(r.cohort, r.customers, r.retained) for r in rows] == [(JAN, 2, (2, 1, 1)), (FEB, 1, (1, 0))]
     assert rows[0].shares == (D("100.0"), D("50.0"), D("50.0"))
+    # a cohort that begins after as_of has nothing to show yet
+    early = retention(books, [JAN, FEB], as_of=date(2024, 1, 31))
+    assert [(r.cohort, r.customers, r.retained) for r in early] == [(JAN, 2, (2,))]
 
 
 def test_retention_over_a_window_of_centuries_costs_what_its_cohorts_cost(

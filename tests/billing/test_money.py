@@ -208,3 +208,11 @@ def test_per_line_rounding_can_differ_from_rounding_the_sum() -> None:
 @given(amounts, amounts, codes)
 def test_addition_is_exact(a: Decimal, b: Decimal, code: str) -> None:
     assert (Money(a, code) + Money(b, code)) - Money(b, code) == Money(a, code)
+
+
+def test_a_total_adds_amounts_of_its_currency_and_refuses_any_other() -> None:
+    eur = Currency.of("EUR")
+    assert Money.sum([Money("1.10", "EUR"), Money("2.25", eur)], eur) == Money("3.35", "EUR")
+    assert Money.sum([], eur) == Money("0", "EUR")
+    with pytest.raises(CurrencyMismatchError, match="cannot add USD to a EUR total"):
+        Money.sum([Money("1", "EUR"), Money("1", "USD")], eur)
