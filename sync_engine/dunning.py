@@ -51,8 +51,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billing import Currency
-from sync_engine.documents import sample_invoice
-from sync_engine.invoice_docs import invoice_data, render_pdf
+from sync_engine.documents import document_pdf, sample_invoice
 from sync_engine.logging import get_logger
 from sync_engine.mail_templates import MailTemplateError, RenderedMail, environment, render_mail
 from sync_engine.mailer import (
@@ -503,9 +502,9 @@ def _message(
     mail = render_reminder(settings, template, context)
     attachments: list[Attachment] = []
     if attach:
-        seller = settings.seller.model_dump() if settings.seller is not None else None
         try:
-            pdf = render_pdf(invoice_data(invoice, customer, seller))
+            # The document the customer was sent (PDF/A-3b), rendered once while it is unchanged.
+            pdf = document_pdf(invoice, customer, settings)
         except Exception as exc:
             raise RuntimeError(
                 f"invoice PDF: {exc} (install Pango, or set dunning.attach_pdf: false)"

@@ -7,9 +7,12 @@ with the collector running and 1.75 s without. What a run creates is mostly plai
 reference cycles; the few cycles (a closed session's bookkeeping) wait until the run is over, which
 bounds the memory they hold to one run's worth.
 
-The pause starts with one full collection, so garbage that holds a resource (an abandoned session
-keeps its connection and, on SQLite, the write lock until collected) is released before the run,
-not after it. The pause is process-wide and counted: overlapping runs in several threads re-enable the collector
+The pause starts by collecting the young generations, so garbage dropped just before the run that
+holds a resource (an abandoned session keeps its connection and, on SQLite, the write lock until
+collected) is released before the run, not after it. Not a full collection: that walks the whole
+heap (about 40 ms with a pulled stream's pages in memory, once per stream), and what has survived
+long enough to reach the oldest generation is what the full passes the collector makes while it
+runs are for. The pause is process-wide and counted: overlapping runs in several threads re-enable the collector
 only when the last one ends, and only if it was enabled before.
 """
 
@@ -32,9 +35,9 @@ def collector_paused() -> Iterator[None]:
         if _depth == 0:
             _was_enabled = gc.isenabled()
             if _was_enabled:
-                # What is already garbage goes first: an abandoned session can hold SQLite's write
+                # What was just dropped goes first: an abandoned session can hold SQLite's write
                 # lock until the collector closes it, and nothing would close it during the pause.
-                gc.collect()
+                gc.collect(1)
             gc.disable()
         _depth += 1
     try:

@@ -15,7 +15,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +75,8 @@ def _json_default(value: Any) -> Any:
 
 # JSON columns: Decimal and dates are written as strings, and JSON numbers with a fraction are read
 # back as Decimal, so money inside payloads (dead letters, canonical data) never becomes a float.
-_json_serializer = partial(json.dumps, default=_json_default, ensure_ascii=False)
+# One encoder for every value (json.dumps with options builds one per call); the same text.
+_json_serializer = json.JSONEncoder(default=_json_default, ensure_ascii=False).encode
 # One decoder for every value: json.loads with an option builds a new decoder per call.
 _JSON_DECODER = json.JSONDecoder(parse_float=Decimal)
 

@@ -485,6 +485,8 @@ def test_the_invoice_pdf_is_attached(db_url: str, tmp_path: Path, sink: SmtpSink
     text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(content)).pages)
     assert "INV-000042" in text and "1,234.50" in text
     assert "attached as a PDF" in message.text
+    # the archivable PDF/A-3b the invoice was delivered as, not a second, plain rendering
+    assert PdfReader(io.BytesIO(content)).xmp_metadata is not None
     runtime.close()
 
 
