@@ -67,16 +67,17 @@ def bindings_by_external(
 def bindings_by_canonical(
     session: Session, system: str, entity: str, canonical_ids: Collection[str]
 ) -> dict[str, Binding]:
+    """The bindings of ``canonical_ids`` in ``system``, by canonical id.
+
+    Looked up by canonical id alone (its own index) and narrowed here: with ``system`` and ``entity``
+    in the query, PostgreSQL planning from statistics taken before a destination had any bindings
+    (a first push; autovacuum off or behind) scanned all of that destination's bindings through the
+    ``(system, entity, external_id)`` index for every batch, so a push slowed with the square of its
+    size. A canonical id has one binding per system, so the few extra rows cost nothing."""
     if not canonical_ids:
         return {}
-    rows = session.scalars(
-        select(Binding).where(
-            Binding.system == system,
-            Binding.entity == entity,
-            one_of(session, Binding.canonical_id, canonical_ids),
-        )
-    )
-    return {b.canonical_id: b for b in rows}
+    rows = session.scalars(select(Binding).where(one_of(session, Binding.canonical_id, canonical_ids)))
+    return {b.canonical_id: b for b in rows if b.system == system and b.entity == entity}
 
 
 def bind(
