@@ -4,8 +4,8 @@ SQLAlchemy renders ``IN`` as one bound parameter per value, and psycopg then par
 Python: for a page of 500 ids that cost more than PostgreSQL spent answering. On PostgreSQL the ids
 go as one array parameter (``column = ANY(%s)``, which PostgreSQL plans as it plans ``IN``). SQLite
 has no arrays: the ids go as one JSON text, ``column IN (SELECT value FROM json_each(?))``, which
-SQLite answers with one index probe per id, as it answers ``IN`` with a list; SQLAlchemy compiling
-500 bound parameters per statement was most of what those lookups cost.
+SQLite answers with one index probe per id, as it answers ``IN`` with a list, and the statement is
+the same text (compiled and cached once) whatever the number of ids.
 """
 
 from __future__ import annotations
