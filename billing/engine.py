@@ -249,7 +249,7 @@ class _Run:
                 currency=currency.code,
                 unrounded=exact,
                 rounded=amount.amount,
-                rounding=f"{self.settings.line_rounding.upper()} to {currency.quantum}",
+                rounding=f"{self.settings.line_rounding.upper()} to {currency.quantum!s}",
                 discounts=applied,
                 **explanation,
             ),

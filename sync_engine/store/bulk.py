@@ -14,19 +14,21 @@ database's, so a duplicate key fails the whole statement (and the transaction) a
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, Column, Connection, Engine, Table, event, inspect
+from sqlalchemy import JSON, Column, Connection, Date, Engine, Table, event, inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.schema import ColumnDefault
 from sqlalchemy.types import TypeDecorator
 
 from sync_engine.logging import get_logger
+from sync_engine.store.types import ExactDecimal, money_text
 
 Row = Mapping[str, Any]
 log = get_logger(__name__)
@@ -60,9 +62,7 @@ def _columns(table: Table, rows: Sequence[Row]) -> tuple[list[Column[Any]], set[
 
     An autoincrement primary key the rows leave out is left to the database (a sequence, or
     SQLite's rowid)."""
-    named: set[str] = set()
-    for row in rows:
-        named.update(row)
+    named: set[str] = set().union(*rows)
     unknown = named - set(table.c.keys())
     if unknown:
         raise ValueError(f"{table.name} has no column {', '.join(sorted(unknown))}")
@@ -249,10 +249,19 @@ def _to_copy(column: Column[Any], dialect: Any) -> Callable[[Any], Any]:
 
 
 def _to_sqlite(column: Column[Any], dialect: Any) -> Callable[[Any], Any]:
-    """The column's own bind processor (what SQLAlchemy would apply), JSONText as it is."""
-    process = column.type.dialect_impl(dialect).bind_processor(dialect) or _identity
-    if isinstance(column.type, JSON):
+    """The column's own bind processor (what SQLAlchemy would apply), JSONText as it is.
+
+    Two shortcuts with the same results: money goes straight to ``ExactDecimal``'s check and text
+    form (SQLite's storage for it, text, has no processor of its own to wrap it in), and a date is written by
+    ``date.isoformat`` (the ``YYYY-MM-DD`` SQLite's DATE spells with a format and a dict per value)."""
+    type_ = column.type
+    if isinstance(type_, ExactDecimal):
+        return money_text
+    process = type_.dialect_impl(dialect).bind_processor(dialect) or _identity
+    if isinstance(type_, JSON):
         return lambda value: value.text if type(value) is JSONText else process(value)
+    if type(type_) is Date:
+        return lambda value: value.isoformat() if type(value) is dt.date else process(value)
     return process
 
 

@@ -81,7 +81,8 @@ _json_serializer = json.JSONEncoder(default=_json_default, ensure_ascii=False).e
 _JSON_DECODER = json.JSONDecoder(parse_float=Decimal)
 
 
-def _json_deserializer(text: str | bytes | bytearray | memoryview) -> Any:
+def decode_json(text: str | bytes | bytearray | memoryview) -> Any:
+    """A JSON column's stored text as the column reads it (decimals as ``Decimal``)."""
     if not isinstance(text, str):  # psycopg hands over the raw bytes
         text = bytes(text).decode()
     return _JSON_DECODER.decode(text)
@@ -105,7 +106,7 @@ def make_engine(url: str | URL, *, echo: bool = False, _enforce_foreign_keys: bo
         # a failed statement's error text must not carry its parameters (rotated OAuth tokens, payloads)
         "hide_parameters": True,
         "json_serializer": _json_serializer,
-        "json_deserializer": _json_deserializer,
+        "json_deserializer": decode_json,
     }
     backend = parsed.get_backend_name()
     if backend == "sqlite":

@@ -39,21 +39,37 @@ class ExactDecimal(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
+        return str(exact_amount(value)) if dialect.name == "sqlite" else exact_amount(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(str(value))
+
+
+def exact_amount(value: Any) -> Decimal:
+    """``value`` as a ``Decimal`` with six places, refused (``ValueError``) if that would round it or
+    it is too large for the column; floats are refused (``TypeError``)."""
+    exact: Decimal = value
+    if type(value) is not Decimal:
         if isinstance(value, float):
             raise TypeError("money columns take Decimal, never float")
         try:
             exact = Decimal(value)
-            quantized = exact.quantize(_QUANTUM)
         except (InvalidOperation, ValueError, TypeError) as exc:
             raise ValueError(f"not a storable decimal amount: {value!r}") from exc
-        if quantized != exact or abs(quantized) >= _LIMIT:
-            raise ValueError(
-                f"{value!r} does not fit NUMERIC({MONEY_PRECISION}, {MONEY_SCALE}); refusing to round it"
-            )
-        return str(quantized) if dialect.name == "sqlite" else quantized
+    try:
+        quantized = exact.quantize(_QUANTUM)
+    except InvalidOperation as exc:
+        raise ValueError(f"not a storable decimal amount: {value!r}") from exc
+    if quantized != exact or not -_LIMIT < quantized < _LIMIT:
+        raise ValueError(
+            f"{value!r} does not fit NUMERIC({MONEY_PRECISION}, {MONEY_SCALE}); refusing to round it"
+        )
+    return quantized
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        return None if value is None else Decimal(str(value))
+
+def money_text(value: Any) -> str | None:
+    """What ``ExactDecimal`` stores on SQLite (text), for writers that bypass the type's processor."""
+    return None if value is None else str(exact_amount(value))
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):

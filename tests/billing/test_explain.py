@@ -112,6 +112,29 @@ def test_explanations_round_trip_through_json() -> None:
         assert Explanation.from_dict(stored) == line.explanation
 
 
+def test_the_stored_json_text_is_exactly_the_dict_serialised() -> None:
+    """``to_json`` (what a billing run stores) writes the text itself: it must say what ``to_dict``
+    says, key for key, for every kind of line (tiers, proration, details, discounts, no unit)."""
+    odd = Explanation(
+        kind="one_time", price_id='caf\u00e9 "special"\n', model="flat", currency="EUR", quantity=D("1E+3"),
+        unit_amount=None, unrounded=D("-0.005"), rounded=D("-0.01"), rounding="HALF_EVEN to 0.01",
+        charge="per_unit", details=(("note", "tab\there \\ back"),), discounts=("dix %",),
+    )  # fmt: skip
+    explanations = [line.explanation for line in LINES if line.explanation is not None] + [odd]
+    assert {e.kind for e in explanations} >= {
+        "recurring",
+        "usage",
+        "installment",
+        "one_time",
+        "proration_credit",
+    }
+    assert any(e.tiers for e in explanations) and any(e.proration for e in explanations)
+    for explanation in explanations:
+        text = explanation.to_json()
+        assert json.loads(text) == explanation.to_dict()
+        assert text == json.dumps(explanation.to_dict(), ensure_ascii=False)
+
+
 def test_an_unknown_day_count_in_stored_json_is_refused() -> None:
     data = by_key("sub:s1:2021-09-16").explanation.to_dict()  # type: ignore[union-attr]
     data["proration"] = {"numerator": 1, "denominator": 2, "convention": "lunar"}

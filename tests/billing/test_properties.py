@@ -107,6 +107,13 @@ def test_totals_equal_the_sum_of_the_lines(
         assert inv.total == lines_total + exclusive
         assert inv.tax_total == taxes == sum((t.amount for t in inv.tax_lines), zero)
         assert inv.net_total == sum((ln.net_amount for ln in inv.lines), zero)
+        totals = inv.totals()  # what a billing run stores: the same four totals, taken at once
+        assert (totals.subtotal, totals.discount_total, totals.tax_total, totals.total) == (
+            inv.subtotal,
+            inv.discount_total,
+            inv.tax_total,
+            lines_total + exclusive,
+        )
         assert all(
             ln.amount.is_rounded and (ln.tax_amount is None or ln.tax_amount.is_rounded) for ln in inv.lines
         )

@@ -95,12 +95,43 @@ def test_rows_read_back_as_the_orm_wrote_them_with_python_defaults_filled(
     assert record is not None and record.data == {"name": "Ä\tB\nC\\"}
 
 
+def test_dates_and_money_are_stored_as_the_orm_stores_them(session_factory: sessionmaker[Session]) -> None:
+    """Byte for byte: the bulk path's own conversions (a date's ISO text, money's check) must not
+    store another spelling, or equality lookups and ordering on those columns would differ."""
+    early = {"issue_date": dt.date(987, 6, 5), "subtotal": Decimal("1.5"), "total": Decimal("-0.000001")}
+    with session_factory.begin() as session:
+        session.add(Invoice(**_invoice("orm", **early)))
+        session.flush()
+        insert_rows(session, Invoice, [_invoice("bulk", **early)])
+    with session_factory() as session:
+        orm, bulk = session.execute(
+            select(
+                func.cast(Invoice.issue_date, Invoice.series.type),
+                func.cast(Invoice.due_date, Invoice.series.type),
+                func.cast(Invoice.subtotal, Invoice.series.type),
+                func.cast(Invoice.total, Invoice.series.type),
+            ).order_by(Invoice.id.desc())
+        ).all()
+    assert tuple(orm) == tuple(bulk)
+    assert orm[0] == "0987-06-05"
+
+
+@pytest.mark.parametrize(
+    ("amount", "error", "message"),
+    [
+        (Decimal("0.0000001"), ValueError, "refusing to round"),
+        (Decimal("-123456789012345"), ValueError, "refusing to round"),
+        (Decimal("NaN"), ValueError, "refusing to round"),
+        ("1E+40", ValueError, "not a storable decimal amount"),
+        (19.99, TypeError, "never float"),
+    ],
+)
 def test_money_that_would_be_rounded_is_refused_and_nothing_is_stored(
-    session_factory: sessionmaker[Session],
+    session_factory: sessionmaker[Session], amount: Any, error: type[Exception], message: str
 ) -> None:
-    with pytest.raises(ValueError, match="refusing to round"):
+    with pytest.raises(error, match=message):
         with session_factory.begin() as session:
-            insert_rows(session, Invoice, [_invoice("1"), _invoice("2", total=Decimal("0.0000001"))])
+            insert_rows(session, Invoice, [_invoice("1"), _invoice("2", total=amount)])
     with session_factory() as session:
         assert session.scalar(select(func.count()).select_from(Invoice)) == 0
 
