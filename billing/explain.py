@@ -114,13 +114,19 @@ class Explanation:
             if p is None
             else f'{{"numerator": {p.numerator}, "denominator": {p.denominator}, "convention": {_quote(p.convention)}}}'
         )
-        tiers = ", ".join(
-            f'{{"index": {t.index}, "first_unit": "{t.first_unit!s}", "up_to": {_text(t.up_to)}, '
-            f'"units": "{t.units!s}", "unit_amount": "{t.unit_amount!s}", "flat_amount": "{t.flat_amount!s}", '
-            f'"amount": "{t.amount!s}"}}'
-            for t in self.tiers
+        tiers = (
+            ""
+            if not self.tiers
+            else ", ".join(
+                f'{{"index": {t.index}, "first_unit": "{t.first_unit!s}", "up_to": {_text(t.up_to)}, '
+                f'"units": "{t.units!s}", "unit_amount": "{t.unit_amount!s}", "flat_amount": "{t.flat_amount!s}", '
+                f'"amount": "{t.amount!s}"}}'
+                for t in self.tiers
+            )
         )
-        details = ", ".join(f"[{_quote(k)}, {_quote(v)}]" for k, v in self.details)
+        details = (
+            "" if not self.details else ", ".join(f"[{_quote(k)}, {_quote(v)}]" for k, v in self.details)
+        )
         charge = "null" if self.charge is None else _quote(self.charge)
         return (
             f'{{"kind": {_quote(self.kind)}, "price_id": {_quote(self.price_id)}, "model": {_quote(self.model)}, '
@@ -130,7 +136,7 @@ class Explanation:
             f'"period_start": {_text(self.period_start)}, "period_end": {_text(self.period_end)}, '
             f'"cycle_start": {_text(self.cycle_start)}, "cycle_end": {_text(self.cycle_end)}, '
             f'"proration": {proration}, "charge": {charge}, "tiers": [{tiers}], "details": [{details}], '
-            f'"discounts": [{", ".join(map(_quote, self.discounts))}]}}'
+            f'"discounts": [{", ".join(map(_quote, self.discounts)) if self.discounts else ""}]}}'
         )
 
     @classmethod

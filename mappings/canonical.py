@@ -226,6 +226,12 @@ ENTITY_MODELS: dict[str, type[CanonicalModel]] = {
 
 
 def validate_entity(entity: str, data: dict[str, Any]) -> dict[str, Any]:
-    """Validate ``data`` as canonical ``entity``; return it as JSON-safe plain data (Decimals as str)."""
-    model = ENTITY_MODELS[entity].model_validate(data)
-    return model.model_dump(mode="json", exclude_none=True)
+    """Validate ``data`` as canonical ``entity``; return it as JSON-safe plain data (Decimals as str).
+
+    What ``model_validate`` and ``model_dump(mode="json", exclude_none=True)`` do, called on the
+    model's validator and serializer directly: a pull validates every record, and the two wrappers
+    were a fifth of the cost."""
+    model = ENTITY_MODELS[entity]
+    instance = model.__pydantic_validator__.validate_python(data)
+    dumped: dict[str, Any] = model.__pydantic_serializer__.to_python(instance, mode="json", exclude_none=True)
+    return dumped

@@ -139,7 +139,7 @@ def _render(template: str, record: Any) -> str:
 _Getter = Callable[[Any], Any]
 
 
-def _getter(path: str) -> _Getter:
+def path_getter(path: str) -> _Getter:
     """A reader for ``path``; a plain name (the common case) is one ``dict.get``."""
     if "." in path:
         return lambda record: get_path(record, path)
@@ -311,7 +311,7 @@ class Mapper:
 
     def _value_fn(self, rule: Rule) -> Callable[[Any, str, list[MappingIssue]], Any]:
         if rule.source == "each":
-            items_of = _getter(rule.arg)
+            items_of = path_getter(rule.arg)
             sub_plan = self._compile(rule.fields)
             run = self._run
             target = rule.target
@@ -387,7 +387,7 @@ class Mapper:
 
     def _source_fn(self, rule: Rule) -> _Getter:
         if rule.source == "from":
-            return _getter(rule.arg)
+            return path_getter(rule.arg)
         if rule.source == "const":
             constant = rule.arg
             return lambda record: constant
@@ -395,10 +395,10 @@ class Mapper:
             template = rule.arg
             return lambda record: _render(template, record)
         if rule.source == "money":
-            amount_of, currency_of = _getter(rule.arg[0]), _getter(rule.arg[1])
+            amount_of, currency_of = path_getter(rule.arg[0]), path_getter(rule.arg[1])
             return lambda record: money(amount_of(record), currency_of(record))
         if rule.source == "coalesce":
-            getters = [_getter(path) for path in rule.arg]
+            getters = [path_getter(path) for path in rule.arg]
 
             def first(record: Any) -> Any:
                 for get in getters:
@@ -412,7 +412,7 @@ class Mapper:
 
     def _lookup_fn(self, rule: Rule) -> _Getter:
         entity, system, path = rule.arg
-        reference_of = _getter(path)
+        reference_of = path_getter(path)
         inbound = self.spec.direction == "inbound"
         target_system = system or self.spec.system
         lookups = self.lookups

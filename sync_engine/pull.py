@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from mappings.canonical import validate_entity
-from mappings.engine import Mapper, MappingError, get_path
+from mappings.engine import Mapper, MappingError, path_getter
 from mappings.spec import MappingSpec
 from mappings.transforms import cast_datetime
 from sync_engine.bindings import (
@@ -201,21 +201,24 @@ def _store_page(
     spec = mapper.spec
     entity = stream.entity
     keyed: list[tuple[str | None, dict[str, Any]]] = []
+    key_of = path_getter(spec.key or "Id")
     for raw in page:
-        value = get_path(raw, spec.key or "Id")
+        value = key_of(raw)
         keyed.append((str(value) if value not in (None, "") else None, raw))
     existing = bindings_by_external(session, system, entity, [k for k, _ in keyed if k])
     for rule in spec.rules:  # prime cross-reference lookups: one query per referenced entity
         if rule.source == "lookup":
             ref_entity, _, path = rule.arg
-            values = {str(v) for _, raw in keyed if (v := get_path(raw, path)) not in (None, "")}
+            read = path_getter(path)
+            values = {str(v) for _, raw in keyed if (v := read(raw)) not in (None, "")}
             lookups.prime(system, ref_entity, values, inbound=True)
 
     resolved: list[str] = []
     todo: list[tuple[str, dict[str, Any], str, Any]] = []  # (external id, payload, hash, binding)
     for external_id, raw in keyed:
         result.read += 1
-        clean = {k: v for k, v in raw.items() if k != "attributes"}
+        clean = dict(raw)  # a copy without Salesforce's "attributes" (copy-then-pop: 10x a filter)
+        clean.pop("attributes", None)
         if external_id is None:
             message = f"the record has no {spec.key}"
             _dead(session, stream, system, entity, None, clean, message, "MappingError", run_id, result)
