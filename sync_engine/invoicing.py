@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from operator import itemgetter
 from typing import Any, Final, cast
 
 from sqlalchemy import Text, select
@@ -119,14 +120,22 @@ def billing_inputs(session: Any, default_terms: int) -> tuple[list[Order], dict[
     }
     products = _records(session, "product")
     lines_by_order: defaultdict[str, list[OrderLine]] = defaultdict(list)
-    for line_id, data in sorted(_records(session, "order_line").items()):
+    trimmed: dict[str, Decimal] = {}  # a few distinct quantities and prices recur on every line
+
+    def number(text: str) -> Decimal:
+        value = trimmed.get(text)
+        if value is None:
+            value = trimmed[text] = _trim(Decimal(text))
+        return value
+
+    for line_id, data in sorted(_records(session, "order_line").items(), key=itemgetter(0)):
         product = products.get(data["product_id"])
         lines_by_order[data["order_id"]].append(
             OrderLine(
                 id=line_id,
                 product_code=product["code"] if product else f"(unknown product {data['product_id']})",
-                quantity=_trim(Decimal(data["quantity"])),
-                unit_price=_trim(Decimal(data["unit_price"])) if data.get("unit_price") is not None else None,
+                quantity=number(data["quantity"]),
+                unit_price=number(data["unit_price"]) if data.get("unit_price") is not None else None,
                 description=data.get("description") or (product["name"] if product else None),
             )
         )
@@ -139,7 +148,7 @@ def billing_inputs(session: Any, default_terms: int) -> tuple[list[Order], dict[
             end_date=dt.date.fromisoformat(data["end_date"]) if data.get("end_date") else None,
             lines=tuple(lines_by_order.get(order_id, ())),
         )
-        for order_id, data in sorted(_records(session, "order").items())
+        for order_id, data in sorted(_records(session, "order").items(), key=itemgetter(0))
         if data.get("status") == "activated" and lines_by_order.get(order_id)
     ]
     return orders, customers
