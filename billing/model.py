@@ -201,16 +201,18 @@ class Invoice:
     @property
     def total(self) -> Money:
         """What the customer owes: subtotal - discounts + exclusive taxes."""
-        exclusive = self._sum([tax.amount for tax in self.tax_lines if not tax.inclusive])
-        return self.subtotal - self.discount_total + exclusive
+        return self.subtotal - self.discount_total + self._exclusive_tax()
+
+    def _exclusive_tax(self) -> Money:
+        return self._sum([tax.amount for tax in self.tax_lines if not tax.inclusive])
 
     def totals(self) -> InvoiceTotals:
         """All four totals with each sum taken once (the properties each start from the lines): a
         run storing thousands of invoices needs all four of every one."""
         subtotal = self.subtotal
         discount_total = self.discount_total
-        exclusive = self._sum([tax.amount for tax in self.tax_lines if not tax.inclusive])
-        return InvoiceTotals(subtotal, discount_total, self.tax_total, subtotal - discount_total + exclusive)
+        total = subtotal - discount_total + self._exclusive_tax()
+        return InvoiceTotals(subtotal, discount_total, self.tax_total, total)
 
     @property
     def net_total(self) -> Money:
