@@ -92,7 +92,13 @@ def canonical_rows(subscriptions: int) -> list[dict[str, Any]]:
 
 
 def run() -> list[Result]:
-    workdir = Path(tempfile.mkdtemp(prefix="billsync-bench-billing-pg-"))
+    with tempfile.TemporaryDirectory(
+        prefix="billsync-bench-billing-pg-"
+    ) as tmp:  # its databases and certificates go with it
+        return _run(Path(tmp))
+
+
+def _run(workdir: Path) -> list[Result]:
     with pg_schema() as url:
         with SalesforceSandbox(cert_dir=workdir) as sf, QuickBooksSandbox(cert_dir=workdir) as qbo:
             config = write_config(workdir, sf, qbo, database_url=url, qbo_entities=("invoice",))

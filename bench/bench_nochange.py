@@ -34,7 +34,13 @@ def queries(sf: SalesforceSandbox) -> int:
 
 
 def run() -> list[Result]:
-    workdir = Path(tempfile.mkdtemp(prefix="billsync-bench-nochange-"))
+    with tempfile.TemporaryDirectory(
+        prefix="billsync-bench-nochange-"
+    ) as tmp:  # its databases and certificates go with it
+        return _run(Path(tmp))
+
+
+def _run(workdir: Path) -> list[Result]:
     with SalesforceSandbox(cert_dir=workdir) as sf, QuickBooksSandbox(cert_dir=workdir) as qbo:
         seed_company(sf, accounts=ACCOUNTS, today=TODAY, lines=2)
         settings = load_settings(write_config(workdir, sf, qbo))

@@ -119,7 +119,13 @@ def rounds(
 
 
 def run() -> list[Result]:
-    workdir = Path(tempfile.mkdtemp(prefix="billsync-bench-pipeline-"))
+    with tempfile.TemporaryDirectory(
+        prefix="billsync-bench-pipeline-"
+    ) as tmp:  # its databases and certificates go with it
+        return _run(Path(tmp))
+
+
+def _run(workdir: Path) -> list[Result]:
     config, pages = fetch(workdir)
     results: list[Result] = []
     for label in ("SQLite", "PostgreSQL"):

@@ -119,7 +119,13 @@ def naive_calls(config: Path, sf: SalesforceSandbox, accounts: int) -> int:
 
 
 def run() -> list[Result]:
-    root = Path(tempfile.mkdtemp(prefix="billsync-bench-pull-"))
+    with tempfile.TemporaryDirectory(
+        prefix="billsync-bench-pull-"
+    ) as tmp:  # its databases and certificates go with it
+        return _run(Path(tmp))
+
+
+def _run(root: Path) -> list[Result]:
     small, _small_calls, small_rss = pull_in_child(SMALL, root / "small")
     big, calls, big_rss = pull_in_child(BIG, root / "big")
     ratio = big_rss / small_rss

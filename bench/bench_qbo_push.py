@@ -116,7 +116,13 @@ def naive_input(runtime: Runtime) -> list[dict[str, Any]]:
 
 
 def run() -> list[Result]:
-    workdir = Path(tempfile.mkdtemp(prefix="billsync-bench-qbo-"))
+    with tempfile.TemporaryDirectory(
+        prefix="billsync-bench-qbo-"
+    ) as tmp:  # its databases and certificates go with it
+        return _run(Path(tmp))
+
+
+def _run(workdir: Path) -> list[Result]:
     with SalesforceSandbox(cert_dir=workdir) as sf, QuickBooksSandbox(cert_dir=workdir) as qbo:
         expected = seed_company(sf, accounts=INVOICES, today=TODAY)
         full = write_config(workdir, sf, qbo)

@@ -53,7 +53,13 @@ def api_calls(qbo: QuickBooksSandbox) -> tuple[int, int]:
 
 
 def run() -> list[Result]:
-    workdir = Path(tempfile.mkdtemp(prefix="billsync-bench-rate-"))
+    with tempfile.TemporaryDirectory(
+        prefix="billsync-bench-rate-"
+    ) as tmp:  # its databases and certificates go with it
+        return _run(Path(tmp))
+
+
+def _run(workdir: Path) -> list[Result]:
     with (
         SalesforceSandbox(cert_dir=workdir) as sf,
         QuickBooksSandbox(cert_dir=workdir, limits="real", latency=LATENCY) as qbo,
