@@ -15,7 +15,6 @@ constraints, in one transaction. Goal (issue 8): the billing run takes at most 5
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from bench.common import (
     bulk_reload_seconds,
     data_tables,
     emit,
+    in_workdir,
     pg_schema,
     result,
     timed,
@@ -92,10 +92,7 @@ def canonical_rows(subscriptions: int) -> list[dict[str, Any]]:
 
 
 def run() -> list[Result]:
-    with tempfile.TemporaryDirectory(
-        prefix="billsync-bench-billing-pg-"
-    ) as tmp:  # its databases and certificates go with it
-        return _run(Path(tmp))
+    return in_workdir("billing-pg", _run)
 
 
 def _run(workdir: Path) -> list[Result]:

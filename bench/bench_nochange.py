@@ -13,10 +13,9 @@ Goals (issue 8): <= 1 query per stream and 0 writes.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
-from bench.common import TODAY, Result, StatementCounter, emit, result, write_config
+from bench.common import TODAY, Result, StatementCounter, emit, in_workdir, result, write_config
 from bench.company import seed_company
 from connectors.quickbooks.sandbox import QuickBooksSandbox
 from connectors.salesforce.sandbox import SalesforceSandbox
@@ -34,10 +33,7 @@ def queries(sf: SalesforceSandbox) -> int:
 
 
 def run() -> list[Result]:
-    with tempfile.TemporaryDirectory(
-        prefix="billsync-bench-nochange-"
-    ) as tmp:  # its databases and certificates go with it
-        return _run(Path(tmp))
+    return in_workdir("nochange", _run)
 
 
 def _run(workdir: Path) -> list[Result]:

@@ -22,7 +22,6 @@ median ratio is reported, pipeline and baseline from the same round.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from bench.common import (
     bulk_reload_seconds,
     data_tables,
     emit,
+    in_workdir,
     pg_schema,
     result,
     timed,
@@ -119,10 +119,7 @@ def rounds(
 
 
 def run() -> list[Result]:
-    with tempfile.TemporaryDirectory(
-        prefix="billsync-bench-pipeline-"
-    ) as tmp:  # its databases and certificates go with it
-        return _run(Path(tmp))
+    return in_workdir("pipeline", _run)
 
 
 def _run(workdir: Path) -> list[Result]:

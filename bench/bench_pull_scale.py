@@ -26,11 +26,10 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import TODAY, Result, emit, result, write_config
+from bench.common import TODAY, Result, emit, in_workdir, result, write_config
 from bench.company import seed_company
 from connectors.quickbooks.sandbox import QuickBooksSandbox
 from connectors.salesforce.client import SalesforceConnector
@@ -119,10 +118,7 @@ def naive_calls(config: Path, sf: SalesforceSandbox, accounts: int) -> int:
 
 
 def run() -> list[Result]:
-    with tempfile.TemporaryDirectory(
-        prefix="billsync-bench-pull-"
-    ) as tmp:  # its databases and certificates go with it
-        return _run(Path(tmp))
+    return in_workdir("pull", _run)
 
 
 def _run(root: Path) -> list[Result]:

@@ -16,13 +16,12 @@ Goal (issue 8): at most 35 calls per 1,000 invoices.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from bench.common import TODAY, Result, emit, result, write_config
+from bench.common import TODAY, Result, emit, in_workdir, result, write_config
 from bench.company import seed_company
 from connectors.quickbooks.sandbox import QuickBooksSandbox
 from connectors.salesforce.sandbox import SalesforceSandbox
@@ -116,10 +115,7 @@ def naive_input(runtime: Runtime) -> list[dict[str, Any]]:
 
 
 def run() -> list[Result]:
-    with tempfile.TemporaryDirectory(
-        prefix="billsync-bench-qbo-"
-    ) as tmp:  # its databases and certificates go with it
-        return _run(Path(tmp))
+    return in_workdir("qbo", _run)
 
 
 def _run(workdir: Path) -> list[Result]:

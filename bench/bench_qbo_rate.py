@@ -19,13 +19,12 @@ Goal (issue 8): at least 90 % of the binding limit, no unhandled 429.
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import TODAY, Result, emit, result, write_config
+from bench.common import TODAY, Result, emit, in_workdir, result, write_config
 from bench.company import seed_company
 from connectors.quickbooks.sandbox import QuickBooksSandbox
 from connectors.salesforce.sandbox import SalesforceSandbox
@@ -53,10 +52,7 @@ def api_calls(qbo: QuickBooksSandbox) -> tuple[int, int]:
 
 
 def run() -> list[Result]:
-    with tempfile.TemporaryDirectory(
-        prefix="billsync-bench-rate-"
-    ) as tmp:  # its databases and certificates go with it
-        return _run(Path(tmp))
+    return in_workdir("rate", _run)
 
 
 def _run(workdir: Path) -> list[Result]:

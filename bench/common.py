@@ -11,6 +11,7 @@ import datetime as dt
 import io
 import json
 import os
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -112,6 +113,13 @@ class StatementCounter:
 
     def close(self) -> None:
         event.remove(self.engine, "before_cursor_execute", self._seen)
+
+
+def in_workdir(name: str, body: Callable[[Path], list[Result]]) -> list[Result]:
+    """``body`` run in a new temporary folder (databases, sandbox certificates, configs), which is
+    removed when it returns: a full ``make bench`` otherwise left about 300 MB in /tmp."""
+    with tempfile.TemporaryDirectory(prefix=f"billsync-bench-{name}-") as tmp:
+        return body(Path(tmp))
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
